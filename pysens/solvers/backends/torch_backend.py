@@ -1,0 +1,23 @@
+"""The native torch backend: batched, per-sample step sizes, CPU or CUDA, float32 or float64."""
+
+from __future__ import annotations
+
+from ..explicit import solve_explicit
+from ..methods import MethodInfo
+from ..options import SolveOptions
+from ..problem import ODEProblem, SDEProblem
+from ..solution import Solution
+from ..stochastic import solve_em
+from ..tableaus import TABLEAUS
+
+NAME = "torch"
+
+
+def available() -> tuple[bool, str]:
+    return True, "built in"
+
+
+def solve(problem: ODEProblem | SDEProblem, method: MethodInfo, opts: SolveOptions) -> Solution:
+    if method.kind == "sde":
+        return solve_em(problem, opts)
+    return solve_explicit(problem, TABLEAUS[method.name], opts)

@@ -1,0 +1,91 @@
+"""``solve(problem, method, backend=...)``: the one verb that joins a problem and a method."""
+
+from __future__ import annotations
+
+import torch
+
+from .backends import get_backend
+from .methods import resolve_method
+from .options import build_options
+from .problem import ODEProblem, SDEProblem
+from .solution import Solution
+
+
+def solve(
+    problem: ODEProblem | SDEProblem,
+    method: str = "Tsit5",
+    backend: str = "torch",
+    *,
+    rtol: float = 1e-3,
+    atol=1e-6,
+    dt: float | None = None,
+    saveat=None,
+    adaptive: bool | None = None,
+    timesteps=None,
+    maxiters: int = 100_000,
+    dtmin: float | None = None,
+    dtmax: float | None = None,
+    generator: torch.Generator | None = None,
+    differentiable: bool = False,
+    **options,
+) -> Solution:
+    """Solve ``problem`` with the SciML-named ``method`` on ``backend``.
+
+    Args:
+        problem: an :class:`ODEProblem` or :class:`SDEProblem`.
+        method: a SciML method name (``"Tsit5"``, ``"DP5"``, ``"DP8"``, ``"RadauIIA5"``, ``"BDF"``, ``"EM"``…);
+            see :data:`pysens.solvers.methods.METHODS`.
+        backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"``.
+        rtol, atol: local error tolerances (SciML defaults 1e-3 / 1e-6); ``atol`` may be a tensor
+            broadcastable to the state. Each backend measures error with its own norm (torch: per-sample
+            RMS; scipy: RMS over the whole flattened batch), so compare backends by measured error.
+        dt: fixed step (non-adaptive methods, or ``adaptive=False``), or the first step of adaptive ones.
+        saveat: times at which to return the state (default: both ends of ``tspan``).
+        adaptive: force adaptive (True) or fixed-step (False) mode; default: adaptive if the method is
+            and neither ``dt`` nor ``timesteps`` is given.
+        timesteps: an explicit fixed-step grid from ``tspan[0]`` to ``tspan[1]`` (e.g. a sampler schedule).
+        maxiters: maximum step attempts per sample (retcode ``"MaxIters"`` beyond).
+        dtmin, dtmax: step bounds (retcode ``"DtLessThanMin"`` below ``dtmin``).
+        generator: random numbers for SDE increments when the problem carries no Brownian grid.
+        differentiable: keep the autograd graph through the solve (off by default: solves run under
+            ``torch.no_grad()``; ``torch.func`` JVPs inside right-hand sides work either way).
+
+    Returns:
+        A :class:`Solution`; numerical failure is its ``retcode`` with the partial solution, never an
+        exception. Misuse (bad arguments) raises ``ValueError``/``TypeError`` naming the argument.
+    """
+    if isinstance(problem, SDEProblem):
+        kind = "sde"
+    elif isinstance(problem, ODEProblem):
+        kind = "ode"
+    else:
+        raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
+    module = get_backend(backend)
+    info = resolve_method(method, backend, kind)
+    opts = build_options(
+        problem.tspan,
+        rtol=rtol,
+        atol=atol,
+        dt=dt,
+        saveat=saveat,
+        adaptive=adaptive,
+        method_adaptive=info.adaptive,
+        method_name=info.name,
+        timesteps=timesteps,
+        maxiters=maxiters,
+        dtmin=dtmin,
+        dtmax=dtmax,
+        generator=generator,
+        extra=options,
+    )
+    if options:
+        raise TypeError(f"unknown solve options: {', '.join(sorted(options))}")
+    if isinstance(opts.atol, torch.Tensor):
+        try:
+            torch.broadcast_shapes(opts.atol.shape, problem.x0.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"atol of shape {tuple(opts.atol.shape)} does not broadcast to the state {tuple(problem.x0.shape)}"
+            ) from None
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        return module.solve(problem, info, opts)

@@ -12,6 +12,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """One method: what it solves and which backends provide it.
+
+    ``imex`` methods treat ``SplitODEProblem.f1`` (``SplitSDEProblem.f1``) implicitly and ``f2`` explicitly;
+    ``noise`` lists the SDE noise types a method supports.
+    """
+
     name: str
     kind: str  # "ode" or "sde"
     order: int
@@ -20,49 +26,99 @@ class MethodInfo:
     backends: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     description: str = ""
+    imex: bool = False
+    noise: tuple[str, ...] = ()
 
 
+_ADD, _DIAG = ("additive",), ("additive", "diagonal")
 _TABLE = (
-    MethodInfo("Euler", "ode", 1, False, False, ("torch",), (), "explicit Euler, fixed step"),
-    MethodInfo("Heun", "ode", 2, True, False, ("torch",), (), "explicit trapezoid with embedded Euler"),
-    MethodInfo("RK4", "ode", 4, False, False, ("torch",), (), "classical Runge–Kutta, fixed step"),
+    # explicit ODE methods
+    MethodInfo("Euler", "ode", 1, False, False, ("torch", "julia"), (), "explicit Euler, fixed step"),
+    MethodInfo("Heun", "ode", 2, True, False, ("torch", "julia"), (), "explicit trapezoid with embedded Euler"),
+    MethodInfo("RK4", "ode", 4, False, False, ("torch", "julia"), (), "classical Runge–Kutta (fixed step on torch)"),
     MethodInfo(
         "DP5",
         "ode",
         5,
         True,
         False,
-        ("torch", "scipy"),
+        ("torch", "scipy", "julia"),
         ("RK45", "dopri5"),
         "Dormand–Prince 5(4) with 4th-order dense output",
     ),
-    MethodInfo("Tsit5", "ode", 5, True, False, ("torch",), (), "Tsitouras 5(4) with dense output"),
-    MethodInfo("DP8", "ode", 8, True, False, ("torch", "scipy"), ("DOP853", "dop853"), "Dormand–Prince 8(5,3)"),
+    MethodInfo("Tsit5", "ode", 5, True, False, ("torch", "julia"), (), "Tsitouras 5(4) with dense output"),
+    MethodInfo(
+        "DP8", "ode", 8, True, False, ("torch", "scipy", "julia"), ("DOP853", "dop853"), "Dormand–Prince 8(5,3)"
+    ),
+    MethodInfo("Vern7", "ode", 7, True, False, ("julia",), (), "Verner's efficient 7(6)"),
+    MethodInfo("Vern9", "ode", 9, True, False, ("julia",), (), "Verner's efficient 9(8)"),
+    # stiff ODE methods
+    MethodInfo("Rosenbrock23", "ode", 2, True, True, ("julia",), (), "Rosenbrock-W 2(3), L-stable (ode23s)"),
+    MethodInfo("Rodas4", "ode", 4, True, True, ("julia",), (), "Rosenbrock 4(3), stiffly accurate"),
+    MethodInfo("Rodas4P", "ode", 4, True, True, ("julia",), (), "Rodas4 with order conditions for PDEs"),
+    MethodInfo("Rodas5P", "ode", 5, True, True, ("julia",), (), "Rosenbrock 5(4), stiffly accurate"),
+    MethodInfo("TRBDF2", "ode", 2, True, True, ("julia",), (), "ESDIRK trapezoid + BDF2 (ode23tb)"),
+    MethodInfo(
+        "KenCarp4", "ode", 4, True, True, ("julia",), (), "additive ESDIRK/ERK 4(3) (IMEX on split problems)", imex=True
+    ),
+    MethodInfo("Kvaerno5", "ode", 5, True, True, ("julia",), (), "ESDIRK 5(4)"),
+    MethodInfo("ImplicitEuler", "ode", 1, True, True, ("julia",), (), "backward Euler"),
+    MethodInfo("QNDF", "ode", 5, True, True, ("julia",), (), "quasi-constant NDF (ode15s-like)"),
+    MethodInfo("FBDF", "ode", 5, True, True, ("julia",), (), "fixed-leading-coefficient BDF"),
     MethodInfo(
         "RadauIIA5",
         "ode",
         5,
         True,
         True,
-        ("scipy",),
+        ("scipy", "julia"),
         ("Radau",),
         "3-stage Radau IIA collocation (scipy Radau), dense Jacobian",
     ),
-    MethodInfo(
-        "BDF", "ode", 5, True, True, ("scipy",), (), "variable-order BDF (scipy's NDF-based BDF), dense Jacobian"
-    ),
+    MethodInfo("BDF", "ode", 5, True, True, ("scipy",), (), "variable-order BDF (scipy's NDF-based BDF)"),
     MethodInfo(
         "LSODA", "ode", 12, True, True, ("scipy",), (), "ODEPACK LSODA: Adams/BDF with automatic stiffness switching"
     ),
+    MethodInfo("CVODE_BDF", "ode", 5, True, True, ("julia",), (), "SUNDIALS CVODE BDF"),
+    # SDE methods
     MethodInfo(
         "EM",
         "sde",
         1,
         False,
         False,
-        ("torch",),
+        ("torch", "julia"),
         ("EulerMaruyama",),
         "Euler–Maruyama (strong order 0.5, 1.0 for additive noise), fixed step",
+        noise=_DIAG,
+    ),
+    MethodInfo(
+        "EulerHeun",
+        "sde",
+        1,
+        False,
+        False,
+        ("julia",),
+        (),
+        "Euler–Heun (Stratonovich; equals Itô for additive noise)",
+        noise=_DIAG,
+    ),
+    MethodInfo("SRA1", "sde", 2, True, False, ("julia",), (), "Rößler SRA1, strong 1.5 for additive noise", noise=_ADD),
+    MethodInfo("SOSRA", "sde", 2, True, False, ("julia",), (), "stability-optimised SRA, additive noise", noise=_ADD),
+    MethodInfo(
+        "ImplicitEM", "sde", 1, False, True, ("julia",), (), "drift-implicit θ-method Euler–Maruyama", noise=_DIAG
+    ),
+    MethodInfo(
+        "SKenCarp",
+        "sde",
+        2,
+        True,
+        True,
+        ("julia",),
+        (),
+        "IMEX stochastic KenCarp for additive noise",
+        imex=True,
+        noise=_ADD,
     ),
 )
 
@@ -101,3 +157,11 @@ def resolve_method(method: str, backend: str, kind: str) -> MethodInfo:
             f"{', '.join(methods_for(backend, kind)) or 'none'}"
         )
     return info
+
+
+def check_noise(info: MethodInfo, noise: str) -> None:
+    """Raise when SDE ``info`` does not support the problem's noise type."""
+    if noise not in info.noise:
+        raise MethodNotAvailable(
+            f"method {info.name!r} supports {', '.join(info.noise)} noise, but the problem has {noise!r} noise"
+        )

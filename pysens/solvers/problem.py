@@ -101,15 +101,62 @@ class ODEProblem:
         """Dense per-sample Jacobians ``[B, d, d]`` (use only when d is small)."""
         if self.jac is not None:
             return self.jac(t, x)
-        b, d = x.shape[0], self.dim
+        return _block_jacobian(self.f, t, x)
 
-        # Batch independence makes d(sum_b f_b)/dx_b the b-th diagonal block: one reverse pass per
-        # output component, vmapped, whatever B is.
-        def summed(y):
-            return self.f(t, y).reshape(b, d).sum(0)
+    def implicit_jvp(self, t: Tensor, x: Tensor, v: Tensor) -> Tensor:
+        """J v of the part IMEX methods treat implicitly: all of f here (see :class:`SplitODEProblem`)."""
+        return self.rhs_jvp(t, x, v)
 
-        jac = torch.func.jacrev(summed)(x).reshape(d, b, d)
-        return jac.permute(1, 0, 2)
+    def implicit_jacobian(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.rhs_jacobian(t, x)
+
+
+def _block_jacobian(f: RHS, t: Tensor, x: Tensor) -> Tensor:
+    """Per-sample Jacobians ``[B, d, d]`` of a batch-independent ``f``.
+
+    Batch independence makes d(Σ_b f_b)/dx_b the b-th diagonal block: one reverse pass per output
+    component, vmapped, whatever B is.
+    """
+    b, d = x.shape[0], math.prod(x.shape[1:])
+
+    def summed(y: Tensor) -> Tensor:
+        return f(t, y).reshape(b, d).sum(0)
+
+    return torch.func.jacrev(summed)(x).reshape(d, b, d).permute(1, 0, 2)
+
+
+def _sum_of(f1: RHS, f2: RHS) -> RHS:
+    def f(t: Tensor, x: Tensor) -> Tensor:
+        return f1(t, x) + f2(t, x)
+
+    return f
+
+
+class SplitODEProblem(ODEProblem):
+    """dx/dt = f1(t, x) + f2(t, x), with f1 stiff (treated implicitly by IMEX methods such as KenCarp4) and
+    f2 non-stiff (treated explicitly); SciML's ``SplitODEProblem(f1, f2, u0, tspan)``.
+
+    Methods that are not IMEX solve ``f = f1 + f2`` as a whole. The optional ``jvp``/``jac`` hooks are those
+    of f1, the part whose Jacobian IMEX methods need; the full Jacobian defaults to ``torch.func``.
+    """
+
+    def __init__(self, f1: RHS, f2: RHS, x0: Tensor, tspan, jvp=None, jac=None, name: str = ""):
+        for label, fn in (("f1", f1), ("f2", f2)):
+            if not callable(fn):
+                raise TypeError(f"{label} must be callable as {label}(t, x), got {type(fn).__name__}")
+        self.f1, self.f2 = f1, f2
+        self.jvp1, self.jac1 = jvp, jac
+        super().__init__(_sum_of(f1, f2), x0, tspan, name=name)
+
+    def implicit_jvp(self, t: Tensor, x: Tensor, v: Tensor) -> Tensor:
+        if self.jvp1 is not None:
+            return self.jvp1(t, x, v)
+        return torch.func.jvp(lambda y: self.f1(t, y), (x,), (v,))[1]
+
+    def implicit_jacobian(self, t: Tensor, x: Tensor) -> Tensor:
+        if self.jac1 is not None:
+            return self.jac1(t, x)
+        return _block_jacobian(self.f1, t, x)
 
 
 @dataclass
@@ -157,3 +204,17 @@ class SDEProblem:
     @property
     def event_shape(self) -> torch.Size:
         return self.x0.shape[1:]
+
+
+class SplitSDEProblem(SDEProblem):
+    """dx = [f1(t, x) + f2(t, x)] dt + g(t, x) dW with f1 stiff (implicit in IMEX SDE methods such as
+    SKenCarp) and f2 explicit; SciML's ``SplitSDEProblem``."""
+
+    def __init__(
+        self, f1: RHS, f2: RHS, g: RHS, x0: Tensor, tspan, noise: str = "diagonal", brownian=None, name: str = ""
+    ):
+        for label, fn in (("f1", f1), ("f2", f2)):
+            if not callable(fn):
+                raise TypeError(f"{label} must be callable as {label}(t, x), got {type(fn).__name__}")
+        self.f1, self.f2 = f1, f2
+        super().__init__(_sum_of(f1, f2), g, x0, tspan, noise=noise, brownian=brownian, name=name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .backends import get_backend
-from .methods import resolve_method
+from .methods import check_noise, resolve_method
 from .options import build_options
 from .problem import ODEProblem, SDEProblem
 from .solution import Solution
@@ -62,6 +62,8 @@ def solve(
         raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
     module = get_backend(backend)
     info = resolve_method(method, backend, kind)
+    if kind == "sde":
+        check_noise(info, problem.noise)
     opts = build_options(
         problem.tspan,
         rtol=rtol,

@@ -16,13 +16,14 @@ import time
 
 import torch
 
-from .explicit import _bcast
+from .driver import bcast as _bcast
+from .methods import MethodInfo
 from .options import SolveOptions, fixed_grid
 from .problem import SDEProblem
 from .solution import SUCCESS, UNSTABLE, Solution, Stats
 
 
-def solve_em(problem: SDEProblem, opts: SolveOptions) -> Solution:
+def solve_em(problem: SDEProblem, method: MethodInfo, opts: SolveOptions) -> Solution:
     start = time.perf_counter()
     x0 = problem.x0
     dtype, device = x0.dtype, x0.device
@@ -77,3 +78,6 @@ def solve_em(problem: SDEProblem, opts: SolveOptions) -> Solution:
         backend="torch",
         sample_retcodes=codes,
     )
+
+
+SDE_SOLVERS = {"EM": solve_em}

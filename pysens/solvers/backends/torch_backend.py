@@ -7,7 +7,7 @@ from ..methods import MethodInfo
 from ..options import SolveOptions
 from ..problem import ODEProblem, SDEProblem
 from ..solution import Solution
-from ..stochastic import solve_em
+from ..stochastic import SDE_SOLVERS
 from ..tableaus import TABLEAUS
 
 NAME = "torch"
@@ -19,5 +19,5 @@ def available() -> tuple[bool, str]:
 
 def solve(problem: ODEProblem | SDEProblem, method: MethodInfo, opts: SolveOptions) -> Solution:
     if method.kind == "sde":
-        return solve_em(problem, opts)
+        return SDE_SOLVERS[method.name](problem, method, opts)
     return solve_explicit(problem, TABLEAUS[method.name], opts)

@@ -3,7 +3,7 @@
 from .backends import BackendNotAvailable, backend_status
 from .methods import METHODS, MethodInfo, MethodNotAvailable, methods_for
 from .noise import BrownianGrid
-from .problem import ODEProblem, SDEProblem
+from .problem import ODEProblem, SDEProblem, SplitODEProblem, SplitSDEProblem
 from .solution import RETCODES, Solution, Stats
 from .solve import solve
 
@@ -16,6 +16,8 @@ __all__ = [
     "ODEProblem",
     "RETCODES",
     "SDEProblem",
+    "SplitODEProblem",
+    "SplitSDEProblem",
     "Solution",
     "Stats",
     "backend_status",

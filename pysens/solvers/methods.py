@@ -28,9 +28,15 @@ class MethodInfo:
     description: str = ""
     imex: bool = False
     noise: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # method-specific keyword options solve() accepts
+
+
+# linear-solver options of the implicit methods (see pysens.solvers.linalg)
+LINEAR_OPTIONS = ("linsolve", "krylov_dim", "krylov_restarts", "krylov_tol", "precond")
 
 
 _ADD, _DIAG = ("additive",), ("additive", "diagonal")
+_LIN = LINEAR_OPTIONS
 _TABLE = (
     # explicit ODE methods
     MethodInfo("Euler", "ode", 1, False, False, ("torch", "julia"), (), "explicit Euler, fixed step"),
@@ -53,18 +59,54 @@ _TABLE = (
     MethodInfo("Vern7", "ode", 7, True, False, ("julia",), (), "Verner's efficient 7(6)"),
     MethodInfo("Vern9", "ode", 9, True, False, ("julia",), (), "Verner's efficient 9(8)"),
     # stiff ODE methods
-    MethodInfo("Rosenbrock23", "ode", 2, True, True, ("julia",), (), "Rosenbrock-W 2(3), L-stable (ode23s)"),
-    MethodInfo("Rodas4", "ode", 4, True, True, ("julia",), (), "Rosenbrock 4(3), stiffly accurate"),
-    MethodInfo("Rodas4P", "ode", 4, True, True, ("julia",), (), "Rodas4 with order conditions for PDEs"),
-    MethodInfo("Rodas5P", "ode", 5, True, True, ("julia",), (), "Rosenbrock 5(4), stiffly accurate"),
-    MethodInfo("TRBDF2", "ode", 2, True, True, ("julia",), (), "ESDIRK trapezoid + BDF2 (ode23tb)"),
     MethodInfo(
-        "KenCarp4", "ode", 4, True, True, ("julia",), (), "additive ESDIRK/ERK 4(3) (IMEX on split problems)", imex=True
+        "Rosenbrock23",
+        "ode",
+        2,
+        True,
+        True,
+        ("torch", "julia"),
+        (),
+        "Rosenbrock-W 2(3), L-stable (ode23s)",
+        options=_LIN,
     ),
-    MethodInfo("Kvaerno5", "ode", 5, True, True, ("julia",), (), "ESDIRK 5(4)"),
-    MethodInfo("ImplicitEuler", "ode", 1, True, True, ("julia",), (), "backward Euler"),
-    MethodInfo("QNDF", "ode", 5, True, True, ("julia",), (), "quasi-constant NDF (ode15s-like)"),
-    MethodInfo("FBDF", "ode", 5, True, True, ("julia",), (), "fixed-leading-coefficient BDF"),
+    MethodInfo(
+        "Rodas4", "ode", 4, True, True, ("torch", "julia"), (), "Rosenbrock 4(3), stiffly accurate", options=_LIN
+    ),
+    MethodInfo("Rodas4P", "ode", 4, True, True, ("julia",), (), "Rodas4 with order conditions for PDEs", options=_LIN),
+    MethodInfo(
+        "Rodas5P", "ode", 5, True, True, ("torch", "julia"), (), "Rosenbrock 5(4), stiffly accurate", options=_LIN
+    ),
+    MethodInfo(
+        "ROS3P",
+        "ode",
+        3,
+        True,
+        True,
+        ("julia",),
+        (),
+        "Lang–Verwer 3(2) Rosenbrock for parabolic PDEs",
+        options=_LIN,
+    ),
+    MethodInfo(
+        "TRBDF2", "ode", 2, True, True, ("torch", "julia"), (), "ESDIRK trapezoid + BDF2 (ode23tb)", options=_LIN
+    ),
+    MethodInfo(
+        "KenCarp4",
+        "ode",
+        4,
+        True,
+        True,
+        ("torch", "julia"),
+        (),
+        "additive ESDIRK/ERK 4(3) (IMEX on split problems)",
+        imex=True,
+        options=_LIN,
+    ),
+    MethodInfo("Kvaerno5", "ode", 5, True, True, ("julia",), (), "ESDIRK 5(4)", options=_LIN),
+    MethodInfo("ImplicitEuler", "ode", 1, True, True, ("julia",), (), "backward Euler", options=_LIN),
+    MethodInfo("QNDF", "ode", 5, True, True, ("julia",), (), "quasi-constant NDF (ode15s-like)", options=_LIN),
+    MethodInfo("FBDF", "ode", 5, True, True, ("julia",), (), "fixed-leading-coefficient BDF", options=_LIN),
     MethodInfo(
         "RadauIIA5",
         "ode",
@@ -74,13 +116,32 @@ _TABLE = (
         ("scipy", "julia"),
         ("Radau",),
         "3-stage Radau IIA collocation (scipy Radau), dense Jacobian",
+        options=_LIN,
     ),
-    MethodInfo("BDF", "ode", 5, True, True, ("scipy",), (), "variable-order BDF (scipy's NDF-based BDF)"),
+    MethodInfo("BDF", "ode", 5, True, True, ("scipy",), (), "variable-order BDF (scipy's NDF-based BDF)", options=_LIN),
     MethodInfo(
-        "LSODA", "ode", 12, True, True, ("scipy",), (), "ODEPACK LSODA: Adams/BDF with automatic stiffness switching"
+        "LSODA",
+        "ode",
+        12,
+        True,
+        True,
+        ("scipy",),
+        (),
+        "ODEPACK LSODA: Adams/BDF with automatic stiffness switching",
+        options=_LIN,
     ),
-    MethodInfo("CVODE_BDF", "ode", 5, True, True, ("julia",), (), "SUNDIALS CVODE BDF"),
-    # SDE methods
+    MethodInfo(
+        "CVODE_BDF",
+        "ode",
+        5,
+        True,
+        True,
+        ("scipy", "julia"),
+        (),
+        "SUNDIALS CVODE BDF; on scipy through scikit-sundae with GMRES on the torch JVP",
+        options=_LIN,
+    ),
+    # SDE methods (on torch they run on a fixed grid; julia adapts where the method does)
     MethodInfo(
         "EM",
         "sde",
@@ -98,15 +159,45 @@ _TABLE = (
         1,
         False,
         False,
-        ("julia",),
+        ("torch", "julia"),
         (),
         "Euler–Heun (Stratonovich; equals Itô for additive noise)",
         noise=_DIAG,
     ),
-    MethodInfo("SRA1", "sde", 2, True, False, ("julia",), (), "Rößler SRA1, strong 1.5 for additive noise", noise=_ADD),
-    MethodInfo("SOSRA", "sde", 2, True, False, ("julia",), (), "stability-optimised SRA, additive noise", noise=_ADD),
     MethodInfo(
-        "ImplicitEM", "sde", 1, False, True, ("julia",), (), "drift-implicit θ-method Euler–Maruyama", noise=_DIAG
+        "SRA1",
+        "sde",
+        2,
+        True,
+        False,
+        ("torch", "julia"),
+        (),
+        "Rößler SRA1, strong order 1.5 for additive noise",
+        noise=_ADD,
+    ),
+    MethodInfo(
+        "SOSRA",
+        "sde",
+        2,
+        True,
+        False,
+        ("torch", "julia"),
+        (),
+        "stability-optimised SRA (Rackauckas & Nie), strong order 1.5, additive noise",
+        noise=_ADD,
+    ),
+    MethodInfo(
+        "ImplicitEM",
+        "sde",
+        1,
+        False,
+        True,
+        ("torch", "julia"),
+        (),
+        "drift-implicit θ-method Euler–Maruyama (IMEX on split problems: f1 implicit)",
+        options=("theta", "newton_tol", "newton_maxiters", *LINEAR_OPTIONS),
+        noise=_DIAG,
+        imex=True,
     ),
     MethodInfo(
         "SKenCarp",

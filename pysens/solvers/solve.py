@@ -80,8 +80,10 @@ def solve(
         generator=generator,
         extra=options,
     )
-    if options:
-        raise TypeError(f"unknown solve options: {', '.join(sorted(options))}")
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        accepted = ", ".join(info.options) or "none"
+        raise TypeError(f"unknown solve options for {info.name}: {', '.join(unknown)} (it accepts: {accepted})")
     if isinstance(opts.atol, torch.Tensor):
         try:
             torch.broadcast_shapes(opts.atol.shape, problem.x0.shape)

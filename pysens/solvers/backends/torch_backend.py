@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..esdirk import ESDIRK_TABLEAUS, solve_esdirk
 from ..explicit import solve_explicit
 from ..methods import MethodInfo
 from ..options import SolveOptions
 from ..problem import ODEProblem, SDEProblem
+from ..rosenbrock import ROSENBROCK_METHODS, solve_rosenbrock
 from ..solution import Solution
 from ..stochastic import SDE_SOLVERS
 from ..tableaus import TABLEAUS
@@ -20,4 +22,8 @@ def available() -> tuple[bool, str]:
 def solve(problem: ODEProblem | SDEProblem, method: MethodInfo, opts: SolveOptions) -> Solution:
     if method.kind == "sde":
         return SDE_SOLVERS[method.name](problem, method, opts)
+    if method.name in ESDIRK_TABLEAUS:
+        return solve_esdirk(problem, method.name, opts)
+    if method.name in ROSENBROCK_METHODS:
+        return solve_rosenbrock(problem, method.name, opts)
     return solve_explicit(problem, TABLEAUS[method.name], opts)

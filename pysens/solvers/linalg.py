@@ -1,0 +1,183 @@
+"""Linear solves with M = I − hγ J, per sample, for the implicit torch methods.
+
+Rosenbrock stages and simplified-Newton iterations of ESDIRK methods both solve ``M_b v_b = r_b`` for every
+sample b, with ``J_b`` the Jacobian of the (implicit part of the) right-hand side at a fixed point and
+``hγ`` a per-sample scalar. Two interchangeable solvers:
+
+* :class:`DenseSolver`: per-sample Jacobians ``[B, d, d]`` from ``torch.func.jacrev`` (or the problem's ``jac``
+  hook) and a batched LU of ``M``; the Jacobian can be kept while only ``hγ`` changes (refactorisation only).
+  For small d.
+* :class:`KrylovSolver`: matrix-free restarted GMRES on ``v ↦ v − hγ J v`` with J v from ``torch.func.jvp``
+  (or the problem's ``jvp`` hook), batched with per-sample inner products, optionally right-preconditioned by
+  a user ``precond(t, x, hgamma, v) ≈ M⁻¹ v``. No d × d matrix is ever formed. The residual is measured in
+  the solver's weighted RMS error norm (the same scale as the step-size controller), and iterations stop when
+  every sample's weighted residual is below ``tol`` (default 1e-3 of the error tolerance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .driver import ErrorNorm, WorkCounts, bcast
+from .problem import ODEProblem
+
+Precond = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+class DenseSolver:
+    def __init__(self, jacobian: Callable[[Tensor, Tensor], Tensor], work: WorkCounts):
+        self.jacobian, self.work = jacobian, work
+        self.J: Tensor | None = None
+        self.lu = None
+
+    def set_jacobian(self, t: Tensor, x: Tensor) -> None:
+        self.J = self.jacobian(t, x)
+        self.work.njac += 1
+        self._point = (t, x)
+
+    def factor(self, hgamma: Tensor) -> Tensor:
+        """Factor M = I − hγ J for every sample; returns a ``[B]`` mask of samples whose M is singular."""
+        J = self.J
+        eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+        M = eye - hgamma.to(J.dtype)[:, None, None] * J
+        lu, piv, info = torch.linalg.lu_factor_ex(M)
+        self.lu, self.piv = lu, piv
+        self.work.nfactor += 1
+        diag = lu.diagonal(dim1=-2, dim2=-1).abs()
+        return (info != 0) | ~torch.isfinite(diag).all(-1) | (diag.min(-1).values == 0)
+
+    def solve(self, r: Tensor) -> Tensor:
+        self.work.nlinsolve += 1
+        b = r.reshape(r.shape[0], -1, 1)
+        return torch.linalg.lu_solve(self.lu, self.piv, b).reshape(r.shape)
+
+
+class KrylovSolver:
+    def __init__(
+        self,
+        jvp: Callable[[Tensor, Tensor, Tensor], Tensor],
+        work: WorkCounts,
+        norm: ErrorNorm,
+        *,
+        krylov_dim: int = 30,
+        max_restarts: int = 4,
+        tol: float = 1e-3,
+        precond: Precond | None = None,
+    ):
+        if not isinstance(krylov_dim, int) or krylov_dim < 1:
+            raise ValueError(f"krylov_dim must be a positive integer, got {krylov_dim!r}")
+        if not (isinstance(tol, float) and 0 < tol < 1):
+            raise ValueError(f"krylov_tol must be a float in (0, 1), got {tol!r}")
+        if precond is not None and not callable(precond):
+            raise TypeError("precond must be callable as precond(t, x, hgamma, v) -> approx (I - hgamma J)^-1 v")
+        self.jvp, self.work, self.norm = jvp, work, norm
+        self.m, self.max_restarts, self.tol, self.precond = krylov_dim, max_restarts, tol, precond
+        self.unconverged = 0
+
+    def set_jacobian(self, t: Tensor, x: Tensor) -> None:
+        # matrix-free: J is "evaluated" lazily at this point by every JVP
+        self._t, self._x = t, x
+
+    def factor(self, hgamma: Tensor) -> Tensor:
+        self.hgamma = hgamma
+        return torch.zeros(hgamma.shape[0], dtype=torch.bool, device=hgamma.device)
+
+    def _apply_M(self, v: Tensor) -> Tensor:
+        self.work.njvp += 1
+        self.work.nkrylov += 1
+        return v - bcast(self.hgamma.to(v.dtype), v) * self.jvp(self._t, self._x, v)
+
+    def _apply_P(self, v: Tensor) -> Tensor:
+        return v if self.precond is None else self.precond(self._t, self._x, self.hgamma, v)
+
+    def solve(self, r: Tensor) -> Tensor:
+        """Restarted right-preconditioned GMRES for every sample on the weighted system diag(1/sc) M."""
+        self.work.nlinsolve += 1
+        B = r.shape[0]
+        w = 1.0 / self.norm.scale(self._x)  # weights: the error norm's componentwise scale
+        n = r[0].numel()
+        x = torch.zeros_like(r)
+        for _ in range(self.max_restarts + 1):
+            res = w * (r - self._apply_M(self._apply_P(x))) if bool(x.any()) else w * r
+            y, converged = self._arnoldi_solve(res, w, n, B)
+            x = x + y
+            if converged:
+                break
+        else:
+            self.unconverged += 1
+        return self._apply_P(x)
+
+    def _arnoldi_solve(self, res: Tensor, w: Tensor, n: int, B: int) -> tuple[Tensor, bool]:
+        """One GMRES cycle on the weighted residual ``res``; returns the (unpreconditioned) update."""
+        dtype = res.dtype
+        beta = res.flatten(1).norm(dim=1)
+        tiny = torch.finfo(dtype).tiny
+        V = [res / bcast(beta.clamp_min(tiny), res)]
+        H = torch.zeros(B, self.m + 1, self.m, dtype=dtype, device=res.device)
+        cs = torch.zeros(B, self.m, dtype=dtype, device=res.device)
+        sn = torch.zeros_like(cs)
+        g = torch.zeros(B, self.m + 1, dtype=dtype, device=res.device)
+        g[:, 0] = beta
+        target = self.tol * (n**0.5)  # weighted RMS residual <= tol
+        converged = bool((beta <= target).all())
+        k = 0
+        while not converged and k < self.m:
+            v = w * self._apply_M(self._apply_P(V[k] / w))
+            for i in range(k + 1):  # modified Gram–Schmidt, per sample
+                hik = (v * V[i]).flatten(1).sum(1)
+                H[:, i, k] = hik
+                v = v - bcast(hik, v) * V[i]
+            hnext = v.flatten(1).norm(dim=1)
+            H[:, k + 1, k] = hnext
+            V.append(v / bcast(hnext.clamp_min(tiny), v))
+            for i in range(k):  # apply the previous Givens rotations to the new column
+                a, b = H[:, i, k].clone(), H[:, i + 1, k].clone()
+                H[:, i, k] = cs[:, i] * a + sn[:, i] * b
+                H[:, i + 1, k] = -sn[:, i] * a + cs[:, i] * b
+            a, b = H[:, k, k], H[:, k + 1, k]
+            rad = torch.sqrt(a * a + b * b).clamp_min(tiny)
+            cs[:, k], sn[:, k] = a / rad, b / rad
+            H[:, k, k], H[:, k + 1, k] = rad, 0.0
+            g[:, k + 1] = -sn[:, k] * g[:, k]
+            g[:, k] = cs[:, k] * g[:, k]
+            k += 1
+            converged = bool((g[:, k].abs() <= target).all())
+        if k == 0:
+            return torch.zeros_like(res), converged
+        R = H[:, :k, :k]
+        diag = R.diagonal(dim1=-2, dim2=-1)
+        # a lucky breakdown leaves an exact zero pivot: its coefficient is irrelevant, pin it
+        R = R + torch.diag_embed(torch.where(diag.abs() > tiny, torch.zeros_like(diag), torch.ones_like(diag)))
+        coef = torch.linalg.solve_triangular(R, g[:, :k, None], upper=True)[..., 0]  # [B, k]
+        update = sum(bcast(coef[:, i], res) * V[i] for i in range(k))
+        return update / w, converged
+
+
+LINSOLVES = ("auto", "dense", "gmres")
+
+
+def make_linear_solver(problem: ODEProblem, work: WorkCounts, norm: ErrorNorm, extra: dict, implicit_only: bool):
+    """The linear solver asked for by ``linsolve`` ("dense", "gmres", or "auto": dense up to d = 64)."""
+    linsolve = extra.get("linsolve", "auto")
+    if linsolve not in LINSOLVES:
+        raise ValueError(f"linsolve must be one of {LINSOLVES}, got {linsolve!r}")
+    if linsolve == "auto":
+        linsolve = "dense" if problem.dim <= 64 else "gmres"
+    jac = problem.implicit_jacobian if implicit_only else problem.rhs_jacobian
+    jvp = problem.implicit_jvp if implicit_only else problem.rhs_jvp
+    if linsolve == "dense":
+        if "precond" in extra:
+            raise ValueError("precond applies to linsolve='gmres' only")
+        return DenseSolver(jac, work)
+    return KrylovSolver(
+        jvp,
+        work,
+        norm,
+        krylov_dim=extra.get("krylov_dim", 30),
+        max_restarts=extra.get("krylov_restarts", 4),
+        tol=extra.get("krylov_tol", 1e-3),
+        precond=extra.get("precond"),
+    )

@@ -1,0 +1,263 @@
+"""Rosenbrock methods for stiff ODEs on the torch backend: linearly implicit, no Newton iteration.
+
+Generic form (Hairer & Wanner, Solving ODEs II, IV.7, in the transformed variables used by RODAS): with
+J = ∂f/∂x and T = ∂f/∂t at (t, x), for i = 1..s
+
+    u_i = x + Σ_{j<i} a_ij k_j,
+    (I − hγ J) k_i = hγ [ f(t + c_i h, u_i) + d_i h T + Σ_{j<i} (C_ij / h) k_j ],
+
+then x_new = x + Σ m_i k_i and the error estimate is Σ (m_i − m̂_i) k_i. Every stage solves with the same
+matrix M = I − hγ J, so one factorisation (dense) or one linearisation point (matrix-free GMRES) serves the
+step. Rodas4 and Rodas5P are stiffly accurate (x_new is the last stage's u_s + k_s, the error is k_s) and
+need the exact Jacobian each step. ``Rosenbrock23`` is Shampine's L-stable W-method (MATLAB's ode23s).
+
+T = ∂f/∂t comes from a forward-mode JVP in t, or a one-sided finite difference when f does not support it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .driver import Attempt, Counter, ErrorNorm, Stepper, WorkCounts, bcast, integrate
+from .explicit import stage_sum
+from .linalg import KrylovSolver, make_linear_solver
+from .options import SolveOptions
+from .problem import ODEProblem
+from .solution import Solution
+
+
+@dataclass(frozen=True)
+class RosenbrockTableau:
+    name: str
+    order: int
+    gamma: float
+    a: tuple[tuple[float, ...], ...]  # row i: coefficients of k_0..k_{i-1} in u_i (row 0 empty)
+    C: tuple[tuple[float, ...], ...]  # row i: C_ij for j < i
+    c: tuple[float, ...]
+    d: tuple[float, ...]
+    m: tuple[float, ...]
+    m_error: tuple[float, ...]
+    reference: str = ""
+
+    @property
+    def stages(self) -> int:
+        return len(self.c)
+
+
+def _lower(rows) -> tuple[tuple[float, ...], ...]:
+    """Strictly lower rows of a square table given as full rows."""
+    return tuple(tuple(float(v) for v in row[:i]) for i, row in enumerate(rows))
+
+
+def _rodas(name, order, gamma, A, C, c, d, reference) -> RosenbrockTableau:
+    # stiffly accurate: x_new = u_s + k_s, i.e. m = (a_s1 … a_s,s−1, 1); the error estimate is k_s
+    s = len(c)
+    m = tuple(float(v) for v in A[s - 1][: s - 1]) + (1.0,)
+    m_error = (0.0,) * (s - 1) + (1.0,)
+    C_full = [[0.0] * s] + [list(row) + [0.0] * (s - len(row)) for row in C]
+    return RosenbrockTableau(
+        name,
+        order,
+        float(gamma),
+        _lower(A),
+        _lower(C_full),
+        tuple(map(float, c)),
+        tuple(map(float, d)),
+        m,
+        m_error,
+        reference,
+    )
+
+
+RODAS4 = _rodas(
+    "Rodas4",
+    4,
+    0.25,
+    [
+        [0, 0, 0, 0, 0, 0],
+        [1.544, 0, 0, 0, 0, 0],
+        [0.9466785280815826, 0.2557011698983284, 0, 0, 0, 0],
+        [3.314825187068521, 2.896124015972201, 0.9986419139977817, 0, 0, 0],
+        [1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950, 0, 0],
+        [1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950, 1, 0],
+    ],
+    [
+        [-5.6688],
+        [-2.430093356833875, -0.2063599157091915],
+        [-0.1073529058151375, -9.594562251023355, -20.47028614809616],
+        [7.496443313967647, -10.24680431464352, -33.99990352819905, 11.70890893206160],
+        [8.083246795921522, -7.981132988064893, -31.52159432874371, 16.31930543123136, -6.058818238834054],
+    ],
+    [0, 0.386, 0.21, 0.63, 1, 1],
+    [0.25, -0.1043, 0.1035, -0.0362, 0, 0],
+    "Hairer & Wanner, Solving ODEs II (RODAS, coefficients of Rodas4)",
+)
+
+RODAS5P = _rodas(
+    "Rodas5P",
+    5,
+    0.21193756319429014,
+    [
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [3.0, 0, 0, 0, 0, 0, 0, 0],
+        [2.849394379747939, 0.45842242204463923, 0, 0, 0, 0, 0, 0],
+        [-6.954028509809101, 2.489845061869568, -10.358996098473584, 0, 0, 0, 0, 0],
+        [2.8029986275628964, 0.5072464736228206, -0.3988312541770524, -0.04721187230404641, 0, 0, 0, 0],
+        [
+            -7.502846399306121,
+            2.561846144803919,
+            -11.627539656261098,
+            -0.18268767659942256,
+            0.030198172008377946,
+            0,
+            0,
+            0,
+        ],
+        [
+            -7.502846399306121,
+            2.561846144803919,
+            -11.627539656261098,
+            -0.18268767659942256,
+            0.030198172008377946,
+            1,
+            0,
+            0,
+        ],
+        [
+            -7.502846399306121,
+            2.561846144803919,
+            -11.627539656261098,
+            -0.18268767659942256,
+            0.030198172008377946,
+            1,
+            1,
+            0,
+        ],
+    ],
+    [
+        [-14.155112264123755],
+        [-17.97296035885952, -2.859693295451294],
+        [147.12150275711716, -1.41221402718213, 71.68940251302358],
+        [165.43517024871676, -0.4592823456491126, 42.90938336958603, -5.961986721573306],
+        [24.854864614690072, -3.0009227002832186, 47.4931110020768, 5.5814197821558125, -0.6610691825249471],
+        [
+            30.91273214028599,
+            -3.1208243349937974,
+            77.79954646070892,
+            34.28646028294783,
+            -19.097331116725623,
+            -28.087943162872662,
+        ],
+        [
+            37.80277123390563,
+            -3.2571969029072276,
+            112.26918849496327,
+            66.9347231244047,
+            -40.06618937091002,
+            -54.66780262877968,
+            -9.48861652309627,
+        ],
+    ],
+    [0, 0.6358126895828704, 0.4095798393397535, 0.9769306725060716, 0.4288403609558664, 1, 1, 1],
+    [0.21193756319429014, -0.42387512638858027, -0.3384627126235924, 1.8046452872882734, 2.325825639765069, 0, 0, 0],
+    "Steinebach (2023), Rodas5P: improved Rodas5 for index-1 DAEs and parabolic PDEs",
+)
+
+# ROS3P is deliberately absent: its embedded pair gives K1 = K2, i.e. a zero error estimate, on every linear
+# autonomous problem (the heat equation included), so its adaptive mode would silently take huge steps there.
+ROSENBROCK_TABLEAUS = {t.name: t for t in (RODAS4, RODAS5P)}
+ROSENBROCK_METHODS = ("Rosenbrock23", *ROSENBROCK_TABLEAUS)
+_R23_D = 1.0 / (2.0 + math.sqrt(2.0))
+_R23_E32 = 6.0 + math.sqrt(2.0)
+
+
+class RosenbrockStepper(Stepper):
+    dense = False
+
+    def __init__(self, problem: ODEProblem, name: str, norm: ErrorNorm, extra: dict):
+        self.problem, self.name, self.norm = problem, name, norm
+        self.tab = ROSENBROCK_TABLEAUS.get(name)
+        self.order = 2 if self.tab is None else self.tab.order
+        self.error_order = self.order
+        self.f = Counter(problem.f, problem.x0.dtype)
+        self.work = WorkCounts()
+        self.linear = make_linear_solver(problem, self.work, norm, extra, implicit_only=False)
+        self.f0: Tensor | None = None
+
+    def start(self, t: Tensor, x: Tensor) -> Tensor:
+        self.f0 = self.f(t, x)
+        return self.f0
+
+    def _time_derivative(self, t: Tensor, x: Tensor, h: Tensor) -> Tensor:
+        """∂f/∂t at (t, x): forward mode in t, else a finite difference in the direction of h."""
+        tt = t.to(x.dtype)
+        try:
+            self.f.n += 1
+            return torch.func.jvp(lambda s: self.problem.f(s, x), (tt,), (torch.ones_like(tt),))[1]
+        except Exception:  # f not differentiable in t (e.g. numpy inside): fall back, still per sample
+            delta = math.sqrt(torch.finfo(x.dtype).eps) * t.abs().clamp_min(1.0)
+            delta = torch.where(h < 0, -delta, delta)
+            return (self.f(t + delta, x) - self.f0) / bcast(delta.to(x.dtype), x)
+
+    def attempt(self, t: Tensor, x: Tensor, h: Tensor, adaptive: bool) -> Attempt:
+        if self.f0 is None:
+            self.f0 = self.f(t, x)
+        gamma = _R23_D if self.tab is None else self.tab.gamma
+        hgamma = h * gamma
+        self.linear.set_jacobian(t, x)
+        singular = self.linear.factor(hgamma)
+        T = self._time_derivative(t, x, h)
+        hb = bcast(h.to(x.dtype), x)
+        if self.tab is None:
+            x_new, err_vec = self._rosenbrock23(t, x, h, hb, T)
+        else:
+            x_new, err_vec = self._generic(t, x, h, hb, T)
+        err = self.norm(err_vec, x, x_new) if adaptive else None
+        return Attempt(x_new=x_new, err=err, failed=singular)
+
+    def _generic(self, t, x, h, hb, T):
+        tab = self.tab
+        hg = hb * tab.gamma
+        inv_h = torch.where(hb != 0, 1.0 / torch.where(hb != 0, hb, 1.0), torch.zeros_like(hb))
+        ks: list[Tensor] = []
+        for i in range(tab.stages):
+            incr = stage_sum(tab.a[i], ks) if i else None
+            u = x if incr is None else x + incr
+            fi = self.f0 if i == 0 else self.f(t + tab.c[i] * h, u)
+            rhs = fi + (tab.d[i] * hb) * T
+            ck = stage_sum(tab.C[i], ks) if i else None
+            if ck is not None:
+                rhs = rhs + inv_h * ck
+            ks.append(self.linear.solve(hg * rhs))
+        return x + stage_sum(tab.m, ks), stage_sum(tab.m_error, ks)
+
+    def _rosenbrock23(self, t, x, h, hb, T):
+        d = _R23_D
+        # Shampine & Reichelt (1997), ode23s, with M = I − h d J
+        k1 = self.linear.solve(self.f0 + (hb * d) * T)
+        f1 = self.f(t + 0.5 * h, x + 0.5 * hb * k1)
+        k2 = self.linear.solve(f1 - k1) + k1
+        x_new = x + hb * k2
+        f2 = self.f(t + h, x_new)
+        self._f2 = f2
+        k3 = self.linear.solve(f2 - _R23_E32 * (k2 - f1) - 2.0 * (k1 - self.f0) + (hb * d) * T)
+        return x_new, (hb / 6.0) * (k1 - 2.0 * k2 + k3)
+
+    def commit(self, accept: Tensor, t_new: Tensor, x_new: Tensor, attempt: Attempt) -> None:
+        if self.tab is None:  # FSAL: f at the new point was the third stage's input
+            self.f0 = torch.where(bcast(accept, x_new), self._f2, self.f0)
+        else:
+            self.f0 = None if bool(accept.any()) else self.f0
+
+
+def solve_rosenbrock(problem: ODEProblem, name: str, opts: SolveOptions) -> Solution:
+    norm = ErrorNorm(opts.rtol, opts.atol, problem.x0)
+    stepper = RosenbrockStepper(problem, name, norm, opts.extra)
+    sol = integrate(problem, stepper, opts, norm)
+    if isinstance(stepper.linear, KrylovSolver):
+        sol.extra["krylov_unconverged"] = stepper.linear.unconverged
+    return sol

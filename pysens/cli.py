@@ -59,6 +59,12 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _julia_check(args: argparse.Namespace) -> int:
+    from pysens.solvers.backends.julia_backend import selfcheck
+
+    return selfcheck(args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pysens", description="Sensitivity analysis of score-based diffusion models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
     backends = sub.add_parser("backends", help="list solver backends, whether they run here, and their methods")
     backends.set_defaults(func=_backends)
+    julia = sub.add_parser("julia-check", help="run the conformance problems on the julia backend (needs Julia)")
+    julia.add_argument("--out", default=None, help="write the JSON report here")
+    julia.set_defaults(func=_julia_check)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -58,3 +58,13 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(path, broken)
     assert json.loads(path.read_text()) == {"a": 1.0, "b": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_julia_check_says_julia_is_absent_and_fails(capsys):
+    from pysens.solvers.backends.julia_backend import available
+
+    if available()[0]:
+        pytest.skip("Julia is installed here: the self-check would run for real")
+    assert main(["julia-check"]) != 0
+    captured = capsys.readouterr()
+    assert "Julia is not installed" in captured.out + captured.err

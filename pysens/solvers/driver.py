@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,13 @@ class ErrorNorm:
     """The componentwise scale ``atol + rtol * max(|x|, |y|)`` and the per-sample weighted RMS norm."""
 
     def __init__(self, rtol: float, atol: float | Tensor, like: Tensor):
+        floor = 100 * torch.finfo(like.dtype).eps
+        if rtol < floor:
+            # below ~100 ulp no step size can meet the tolerance: the solve would grind to MaxIters
+            warnings.warn(
+                f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4
+            )
+            rtol = floor
         self.rtol = rtol
         self.atol = atol.to(dtype=like.dtype, device=like.device) if isinstance(atol, Tensor) else atol
 

@@ -34,9 +34,9 @@ class DenseSolver:
         self.lu = None
 
     def set_jacobian(self, t: Tensor, x: Tensor) -> None:
-        self.J = self.jacobian(t, x)
+        # the driver keeps clocks in float64; right-hand sides see times in the state's dtype
+        self.J = self.jacobian(t.to(x.dtype), x)
         self.work.njac += 1
-        self._point = (t, x)
 
     def factor(self, hgamma: Tensor) -> Tensor:
         """Factor M = I − hγ J for every sample; returns a ``[B]`` mask of samples whose M is singular."""
@@ -78,8 +78,8 @@ class KrylovSolver:
         self.unconverged = 0
 
     def set_jacobian(self, t: Tensor, x: Tensor) -> None:
-        # matrix-free: J is "evaluated" lazily at this point by every JVP
-        self._t, self._x = t, x
+        # matrix-free: J is "evaluated" lazily at this point by every JVP (times in the state's dtype)
+        self._t, self._x = t.to(x.dtype), x
 
     def factor(self, hgamma: Tensor) -> Tensor:
         self.hgamma = hgamma

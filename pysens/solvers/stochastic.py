@@ -42,6 +42,7 @@ Stats: ``nf`` counts drift calls (f1 calls on split problems for ImplicitEM; f2 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -375,6 +376,12 @@ def solve_sde(problem: SDEProblem, method: MethodInfo, opts: SolveOptions) -> So
     if not isinstance(problem, SDEProblem):
         raise TypeError(f"{method.name} solves SDEProblems, got {type(problem).__name__}")
     check_noise(method, problem.noise)
+    if method.name == "EulerHeun" and problem.noise == "diagonal":
+        warnings.warn(
+            "EulerHeun converges to the Stratonovich solution; with diagonal (state-dependent) noise it differs "
+            "from the Itô solution of this SDEProblem (use EM or ImplicitEM for Itô)",
+            stacklevel=3,
+        )
     if opts.adaptive:
         raise ValueError(
             f"{method.name} runs on a fixed grid on the torch backend: give dt (a step size) or timesteps (a grid), "

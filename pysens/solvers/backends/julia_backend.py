@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -563,115 +562,22 @@ def to_solution(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _heat_split(n: int = 31, c: float = 0.5, k: int = 3) -> tuple[SplitODEProblem, Tensor]:
-    """u_t = u_xx - c u on (0, π), Dirichlet, n interior points, from sin(kx); f1 = Laplacian, f2 = -c u.
-
-    sin(kx) is an eigenvector of the discrete Laplacian with eigenvalue λ = -(4/h²) sin²(kh/2), so the
-    semi-discrete solution at T = 0.5 is exp((λ - c) T) sin(kx) exactly. Returns the problem and that state.
-    """
-    h = math.pi / (n + 1)
-    x = h * torch.arange(1, n + 1, dtype=torch.float64)
-    ones = torch.ones(n - 1, dtype=torch.float64)
-    lap = (torch.diag(ones, 1) + torch.diag(ones, -1) - 2 * torch.eye(n, dtype=torch.float64)) / h**2
-    u0 = torch.sin(k * x)[None]
-    lam = -(4 / h**2) * math.sin(k * h / 2) ** 2
-    prob = SplitODEProblem(lambda t, u: u @ lap.T, lambda t, u: -c * u, u0, (0.0, 0.5), name="heat modes")
-    return prob, math.exp((lam - c) * 0.5) * u0
-
-
-def _case(check: str, method: str, problem, exact: Tensor, tol: float, **kw: Any) -> dict:
-    return {"check": check, "method": method, "problem": problem, "exact": exact, "tol": tol, "kw": kw}
-
-
-def _builtin_cases() -> list[dict]:
-    """Closed-form problems: check name, method, problem, exact final state, error tolerance, solve keywords."""
-    from ..noise import BrownianGrid
-
-    A = torch.tensor([[-1000.0, 999.0], [0.0, -1.0]], dtype=torch.float64)
-    x0 = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
-    decay = ODEProblem(lambda t, x: -x, x0, (0.0, 1.0), name="decay")
-    stiff = ODEProblem(lambda t, x: x @ A.T, x0, (0.0, 2.0), name="stiff linear")
-    stiff_exact = x0 @ torch.linalg.matrix_exp(2.0 * A).T
-    heat, heat_exact = _heat_split()
-    # OU dX = -θ X dt + σ dW on a replayed path: EM on the grid's points equals the hand-rolled recursion.
-    theta, sigma, steps = 1.5, 0.7, 200
-    ou_x0 = torch.ones(512, 1, dtype=torch.float64)
-    grid = BrownianGrid.sample((0.0, 1.0), steps, ou_x0.shape, generator=torch.Generator().manual_seed(7))
-    ou = SDEProblem(
-        lambda t, x: -theta * x, lambda t, x: sigma * torch.ones_like(x), ou_x0, (0.0, 1.0), "additive", grid
-    )
-    x, h = ou_x0.clone(), 1.0 / steps
-    for dw in grid.increments:
-        x = x + (-theta * x) * h + sigma * dw
-    tight = {"rtol": 1e-9, "atol": 1e-11}
-    return [
-        _case("decay", "Tsit5", decay, math.exp(-1.0) * x0, 1e-6, **tight),
-        _case("decay", "DP8", decay, math.exp(-1.0) * x0, 1e-6, **tight),
-        _case("stiff linear", "Rodas5P", stiff, stiff_exact, 1e-5, **tight),
-        _case("stiff linear", "CVODE_BDF", stiff, stiff_exact, 1e-5, **tight),
-        _case("heat modes (IMEX)", "KenCarp4", heat, heat_exact, 1e-6, **tight),
-        _case("OU replay", "EM", ou, x, 1e-10, dt=h),
-    ]
-
-
-def builtin_checks(backend: str = "julia", methods: list[str] | None = None) -> list[dict]:
-    """Run the closed-form checks on ``backend`` (rows for methods it lacks are "skipped")."""
-    from ..methods import METHODS
-    from ..solve import solve as pysens_solve
-
-    rows = []
-    for case in _builtin_cases():
-        name = case["method"]
-        if methods is not None and name not in methods:
-            continue
-        row = {"check": case["check"], "method": name, "backend": backend, "tolerance": case["tol"]}
-        if backend not in METHODS[name].backends:
-            rows.append({**row, "status": "skipped", "reason": f"{name} is not on backend {backend!r}"})
-            continue
-        try:
-            sol = pysens_solve(case["problem"], name, backend, **case["kw"])
-        except Exception as exc:  # a self-check reports every failure, it does not stop at the first
-            rows.append({**row, "status": "error", "reason": f"{type(exc).__name__}: {exc}"})
-            continue
-        err = float((sol.final.to(torch.float64) - case["exact"]).abs().max())
-        ok = sol.retcode == SUCCESS and err <= case["tol"]
-        rows.append(
-            {
-                **row,
-                "status": "passed" if ok else "failed",
-                "error": err,
-                "retcode": sol.retcode,
-                "wall_time": sol.stats.wall_time,
-                "nf": sol.stats.nf,
-            }
-        )
-    return rows
-
-
 def _row_failed(row: Mapping[str, Any]) -> bool:
     return row.get("status") in ("failed", "error") or row.get("passed") is False
 
 
 def selfcheck(out: str | None = None) -> int:
-    """Run the julia backend on closed-form problems and write a JSON report to ``out``; 0 when all pass.
-
-    Uses ``pysens.solvers.conformance.run_conformance(backend="julia")`` when that module exists, else
-    :func:`builtin_checks`. Where Julia is absent it says so, writes a report saying nothing ran, and returns 1.
-    """
+    """Run the conformance table (:mod:`pysens.solvers.conformance`) on the julia backend and write a JSON report
+    to ``out``; 0 when every row passes. Where Julia is absent it says so, writes a report saying nothing ran, and
+    returns 1."""
     ok, reason = available()
     report: dict[str, Any] = {"backend": NAME, "available": ok, "probe": reason, "rows": []}
     if not ok:
         print(f"julia self-check: Julia is absent here, so nothing was run.\n  {reason}", file=sys.stderr)
         report["status"] = "julia-unavailable"
     else:
-        try:
-            conformance = importlib.import_module("pysens.solvers.conformance")
-        except ImportError:
-            conformance = None
-        if conformance is not None and hasattr(conformance, "run_conformance"):
-            report["suite"], rows = "pysens.solvers.conformance", conformance.run_conformance(backend=NAME)
-        else:
-            report["suite"], rows = "builtin", builtin_checks(NAME)
+        conformance = importlib.import_module("pysens.solvers.conformance")
+        report["suite"], rows = "pysens.solvers.conformance", conformance.run_conformance(backend=NAME)
         report["rows"] = rows
         failed = [r for r in rows if _row_failed(r)]
         report["status"] = "failed" if failed or not rows else "passed"
@@ -679,8 +585,9 @@ def selfcheck(out: str | None = None) -> int:
         for r in failed:
             print(f"  FAILED {r}", file=sys.stderr)
     if out is not None:
-        with open(out, "w") as fh:
-            json.dump(report, fh, indent=2, default=str)
+        from pysens.artifacts import write_json
+
+        write_json(out, report)
         print(f"wrote {out}")
     return 0 if report["status"] == "passed" else 1
 

@@ -65,6 +65,13 @@ def _julia_check(args: argparse.Namespace) -> int:
     return selfcheck(args.out)
 
 
+def _add_study_verbs(sub) -> None:
+    """Verbs owned by the capability modules (each registers its own subcommand)."""
+    from pysens.spde import add_cli as add_spde
+
+    add_spde(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pysens", description="Sensitivity analysis of score-based diffusion models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     julia = sub.add_parser("julia-check", help="run the conformance problems on the julia backend (needs Julia)")
     julia.add_argument("--out", default=None, help="write the JSON report here")
     julia.set_defaults(func=_julia_check)
+    _add_study_verbs(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -67,8 +67,10 @@ def _julia_check(args: argparse.Namespace) -> int:
 
 def _add_study_verbs(sub) -> None:
     """Verbs owned by the capability modules (each registers its own subcommand)."""
+    from pysens.sensitivity import add_cli as add_sensitivity
     from pysens.spde import add_cli as add_spde
 
+    add_sensitivity(sub)
     add_spde(sub)
 
 

@@ -23,7 +23,7 @@ from pysens.diffusion.mixtures import (
 )
 from pysens.diffusion.processes import ForwardProcess, Time, can_inspect_values, resolve_process, time_like
 
-__all__ = ["EmpiricalScore", "GaussianMixtureScore", "check_state"]
+__all__ = ["EmpiricalScore", "GaussianMixtureScore", "check_state", "normalised_weights"]
 
 
 def check_state(x: Tensor, event_shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> None:
@@ -91,7 +91,7 @@ class GaussianMixtureScore(nn.Module):
         self._min_variance = covariance.min_variance
 
         self.register_buffer("means", flat_means.detach().clone())
-        self.register_buffer("weights", _normalised_weights(weights, K, flat_means))
+        self.register_buffer("weights", normalised_weights(weights, K, flat_means))
         self.register_buffer("log_weights", torch.log(self.weights))
         self.register_buffer("variances", covariance.variances)
         self.register_buffer("eigenvectors", covariance.eigenvectors)
@@ -176,7 +176,7 @@ class EmpiricalScore(GaussianMixtureScore):
         return self.means.reshape(-1, *self.event_shape)
 
 
-def _normalised_weights(weights: Tensor | None, K: int, like: Tensor) -> Tensor:
+def normalised_weights(weights: Tensor | None, K: int, like: Tensor) -> Tensor:
     if weights is None:
         return torch.full((K,), 1.0 / K, dtype=like.dtype, device=like.device)
     w = torch.as_tensor(weights, dtype=like.dtype, device=like.device)

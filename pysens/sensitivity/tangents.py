@@ -1,0 +1,110 @@
+"""One vmapped forward-mode JVP per solver stage: the score, J_s·y for every sensitivity, and ∇·s together.
+
+The tangent systems need, at each stage, s_t(x), the products J_s y_p for P tangents and the divergence ∇·s
+(digest §3.2). All are JVPs of the same function at the same point, so they are computed by **one**
+``torch.func.vmap`` over ``torch.func.jvp`` with the stacked tangents
+
+    [y_1, …, y_P, (e_1, …, e_d) or (z_1, …, z_K)]          ([P + M, B, *event])
+
+where the e_i (exact divergence, in every row at once: batch independence) or the Hutchinson probes z_k follow the
+sensitivities; vmap evaluates the primal once. The divergence is read off as in
+:mod:`pysens.diffusion.divergence` (Σ_i (J e_i)_i, or the mean of z_kᵀ J z_k).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pysens.diffusion.processes import Time
+
+__all__ = ["DIVERGENCES", "ScoreJets", "check_differentiable", "score_jets"]
+
+DIVERGENCES = ("exact", "hutchinson")
+
+
+@dataclass
+class ScoreJets:
+    """``score`` s(x, t) ``[B, *event]``; ``products`` J_s v for the given tangents ``[P, B, *event]`` (None when
+    P = 0); ``divergence`` ∇·s ``[B]`` (None when not asked for)."""
+
+    score: Tensor
+    products: Tensor | None
+    divergence: Tensor | None
+
+
+def score_jets(
+    score: Callable[[Tensor, Time], Tensor],
+    x: Tensor,
+    t: Time,
+    tangents: Tensor | None = None,
+    *,
+    divergence: str | None = None,
+    probes: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> ScoreJets:
+    """s(x, t), J_s·tangents and ∇·s from one vmapped JVP.
+
+    Args:
+        score: a score model ``score(x, t)``.
+        x: ``[B, *event]``.
+        t: float, 0-d or ``[B]``.
+        tangents: ``[P, B, *event]`` or None.
+        divergence: None, ``"exact"`` (d basis tangents) or ``"hutchinson"`` (``probes`` ``[K, B, *event]``).
+        chunk_size: passed to ``torch.func.vmap`` to bound memory (exact divergence in high d).
+    """
+    B = x.shape[0]
+    d = math.prod(x.shape[1:])
+    stack = [] if tangents is None else [tangents]
+    P = 0 if tangents is None else tangents.shape[0]
+    if divergence == "exact":
+        basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:]).expand(d, *x.shape)
+        stack.append(basis)
+    elif divergence == "hutchinson":
+        if probes is None:
+            raise ValueError("divergence='hutchinson' needs probes [K, B, *event]")
+        stack.append(probes)
+    elif divergence is not None:
+        raise ValueError(f"divergence must be one of {DIVERGENCES} or None; got {divergence!r}")
+
+    def field(u: Tensor) -> Tensor:
+        return score(u, t)
+
+    if not stack:
+        return ScoreJets(field(x), None, None)
+    all_tangents = stack[0] if len(stack) == 1 else torch.cat(stack, dim=0)
+
+    def column(v: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.func.jvp(field, (x,), (v,))
+
+    values, jv = torch.func.vmap(column, chunk_size=chunk_size)(all_tangents)
+    products = jv[:P] if P else None
+    div = None
+    if divergence == "exact":
+        div = jv[P:].reshape(d, B, d).diagonal(dim1=0, dim2=2).sum(-1)
+    elif divergence == "hutchinson":
+        div = (jv[P:] * probes).flatten(2).sum(2).mean(0)
+    return ScoreJets(values[0], products, div)
+
+
+def check_differentiable(score: Callable[[Tensor, Time], Tensor], x: Tensor, t: Time, name: str = "score") -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``score`` returns a tensor shaped like ``x`` and admits
+    ``torch.func.jvp`` in x (the J_s·y products and divergences need it). Checked on the first row only."""
+    x1 = x[:1]
+    t1 = t[:1] if isinstance(t, Tensor) and t.dim() == 1 else t
+    try:
+        value, tangent = torch.func.jvp(lambda u: score(u, t1), (x1,), (torch.ones_like(x1),))
+    except Exception as err:  # any failure inside the user's model: say what is needed, keep the cause
+        raise TypeError(
+            f"{name} must be differentiable in x by torch.func.jvp (forward mode): sensitivities need J_s·y and "
+            f"the divergence ∇·s; evaluating it failed with {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(value, Tensor) or value.shape != x1.shape:
+        raise TypeError(
+            f"{name}(x, t) must return a tensor shaped like x {tuple(x1.shape)}; got "
+            f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
+        )

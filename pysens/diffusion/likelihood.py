@@ -25,15 +25,16 @@ from torch import Tensor
 from pysens.diffusion.divergence import exact_divergence, hutchinson_divergence, hutchinson_probes
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch, resolve_process
 from pysens.diffusion.sampling import ScoreModel, check_cutoff, check_score_model
-from pysens.solvers import ODEProblem, Solution, Stats, solve
+from pysens.solvers import ODEProblem, Solution, solve
 from pysens.solvers.layout import StateLayout
 from pysens.solvers.problem import check_state
+from pysens.solvers.solution import SolvedResult
 
 DIVERGENCES = ("exact", "hutchinson")
 
 
 @dataclass
-class LikelihoodResult:
+class LikelihoodResult(SolvedResult):
     """``log_density`` ``[B]`` = ``terminal_log_density`` + ``delta``; ``latent`` is x_T ``[B, *event]``."""
 
     log_density: Tensor
@@ -41,14 +42,6 @@ class LikelihoodResult:
     delta: Tensor
     latent: Tensor
     solution: Solution
-
-    @property
-    def stats(self) -> Stats:
-        return self.solution.stats
-
-    @property
-    def retcode(self) -> str:
-        return self.solution.retcode
 
 
 def log_likelihood(

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch, resolve_process
-from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, Stats, solve
+from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, solve
 from pysens.solvers.problem import check_state
+from pysens.solvers.solution import SolvedResult
 
 ScoreModel = Callable[[Tensor, Tensor], Tensor]
 
@@ -54,20 +55,12 @@ def pf_ode_drift(score: ScoreModel, process: ForwardProcess) -> Callable[[Tensor
 
 
 @dataclass
-class SampleResult:
+class SampleResult(SolvedResult):
     """Samples ``x`` ``[B, *event]`` at the cut-off, the noise ``x_T`` they came from, and the solve."""
 
     x: Tensor
     x_T: Tensor
     solution: Solution
-
-    @property
-    def stats(self) -> Stats:
-        return self.solution.stats
-
-    @property
-    def retcode(self) -> str:
-        return self.solution.retcode
 
 
 def sample_pf_ode(

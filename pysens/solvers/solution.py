@@ -86,3 +86,17 @@ class Solution:
     def final(self) -> Tensor:
         """The state at the last save time, ``[B, *event_shape]``."""
         return self.x[-1]
+
+
+class SolvedResult:
+    """Mixin for result dataclasses that carry the :class:`Solution` they came from as ``solution``."""
+
+    solution: Solution
+
+    @property
+    def stats(self) -> Stats:
+        return self.solution.stats
+
+    @property
+    def retcode(self) -> str:
+        return self.solution.retcode

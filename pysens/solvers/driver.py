@@ -67,9 +67,9 @@ class ErrorNorm:
     """The componentwise scale ``atol + rtol * max(|x|, |y|)`` and the per-sample weighted RMS norm."""
 
     def __init__(self, rtol: float, atol: float | Tensor, like: Tensor):
-        floor = 100 * torch.finfo(like.dtype).eps
+        floor = 10 * torch.finfo(like.dtype).eps
         if rtol < floor:
-            # below ~100 ulp no step size can meet the tolerance: the solve would grind to MaxIters
+            # below ~10 ulp no step size can meet the tolerance: the solve would grind to MaxIters
             warnings.warn(
                 f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4
             )

@@ -67,9 +67,11 @@ def _julia_check(args: argparse.Namespace) -> int:
 
 def _add_study_verbs(sub) -> None:
     """Verbs owned by the capability modules (each registers its own subcommand)."""
+    from pysens.fokker_planck.experiment import add_cli as add_gap
     from pysens.sensitivity import add_cli as add_sensitivity
     from pysens.spde import add_cli as add_spde
 
+    add_gap(sub)
     add_sensitivity(sub)
     add_spde(sub)
 

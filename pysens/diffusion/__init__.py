@@ -26,6 +26,7 @@ from pysens.diffusion.networks import (
 )
 from pysens.diffusion.processes import (
     EDM,
+    OU,
     PROCESSES,
     VE,
     VP,
@@ -45,6 +46,7 @@ from pysens.diffusion.training import TrainResult, dsm_loss, train
 
 __all__ = [
     "EDM",
+    "OU",
     "PROCESSES",
     "SCORE_NETWORKS",
     "VE",

@@ -30,6 +30,7 @@ __all__ = [
     "VE",
     "VP",
     "ForwardProcess",
+    "OU",
     "SubVP",
     "Time",
     "as_time",
@@ -345,11 +346,49 @@ class EDM(ForwardProcess):
         return 2.0 * t
 
 
-PROCESSES: dict[str, type[ForwardProcess]] = {"VP": VP, "SubVP": SubVP, "VE": VE, "EDM": EDM}
+class OU(ForwardProcess):
+    """Ornstein–Uhlenbeck process dX = −r X dt + sqrt(g2) dW, the forward SDE of Deveney et al. (seed001 §2.1).
+
+    α_t = e^{−r t}, β_t² = (g2 / 2r)(1 − e^{−2 r t}), f = −r, g² = g2 (constant), prior N(0, (g2 / 2r) I), the
+    stationary law. The defaults r = 1, g2 = 1, T = 10 are the authors' (``OU_rate = −1``, ``g = 1``): prior
+    N(0, ½ I), β_t² = ½(1 − e^{−2t}). In VP language this is β(t) ≡ 2r with stationary variance g2/(2r).
+    """
+
+    name = "OU"
+
+    def __init__(self, rate: float = 1.0, g2: float = 1.0, T: float = 10.0) -> None:
+        if not (rate > 0 and g2 > 0):
+            raise ValueError(f"need rate > 0 and g2 > 0; got rate={rate}, g2={g2}")
+        if not T > 0:
+            raise ValueError(f"T must be positive; got {T}")
+        self.rate = float(rate)
+        self.g2_value = float(g2)
+        self.T = float(T)
+        self.t_eps = 1e-5
+        self.prior_std = math.sqrt(self.g2_value / (2.0 * self.rate))
+
+    def params(self) -> dict[str, float]:
+        return {"rate": self.rate, "g2": self.g2_value, "T": self.T}
+
+    def _log_scale(self, t: Tensor) -> Tensor:
+        return -self.rate * t
+
+    def _sigma(self, t: Tensor) -> Tensor:
+        # expm1 keeps β_t² = (g2/2r)(1 − e^{−2rt}) accurate near t = 0.
+        return torch.sqrt(-torch.expm1(-2.0 * self.rate * t) * (self.g2_value / (2.0 * self.rate)))
+
+    def _drift_coef(self, t: Tensor) -> Tensor:
+        return torch.full_like(t, -self.rate)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return torch.full_like(t, self.g2_value)
+
+
+PROCESSES: dict[str, type[ForwardProcess]] = {"VP": VP, "SubVP": SubVP, "VE": VE, "EDM": EDM, "OU": OU}
 
 
 def make_process(name: str, **params: float) -> ForwardProcess:
-    """Build a process by its name in ``PROCESSES`` (``"VP"``, ``"SubVP"``, ``"VE"``, ``"EDM"``)."""
+    """Build a process by its name in ``PROCESSES`` (``"VP"``, ``"SubVP"``, ``"VE"``, ``"EDM"``, ``"OU"``)."""
     try:
         cls = PROCESSES[name]
     except KeyError:

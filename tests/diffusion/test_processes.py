@@ -136,9 +136,9 @@ def test_config_round_trip(process):
 
 
 def test_unknown_process_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match="VP.*SubVP.*VE.*EDM"):
-        make_process("OU")
-    assert set(PROCESSES) == {"VP", "SubVP", "VE", "EDM"}
+    with pytest.raises(ValueError, match="VP.*SubVP.*VE.*EDM.*OU"):
+        make_process("Brownian")
+    assert set(PROCESSES) == {"VP", "SubVP", "VE", "EDM", "OU"}
     assert make_process("VE", sigma_max=10.0) == VE(sigma_max=10.0)
 
 

@@ -65,6 +65,65 @@ def _julia_check(args: argparse.Namespace) -> int:
     return selfcheck(args.out)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from pysens.bench.suites import SUITES, run_suite
+
+    if args.tables:
+        from pysens.bench.tables import update_readme
+
+        _, changed = update_readme(args.readme, args.results)
+        print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
+        return 0
+    if args.list or not args.suites:
+        for suite in SUITES.values():
+            quick = "" if suite.quick else "  (no --quick)"
+            print(f"{suite.name:12s} {suite.about}{quick}")
+        return 0 if args.list else 2
+    names = list(SUITES) if args.suites == ["all"] else args.suites
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"error: unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)} or all", file=sys.stderr)
+        return 2
+    if args.quick:
+        slow = [n for n in names if not SUITES[n].quick]
+        if slow:
+            print(f"error: --quick is not available for {', '.join(slow)}", file=sys.stderr)
+            return 2
+    extra = args.extra
+    torch.set_num_threads(args.threads)
+    status = {}
+    with tqdm(names, desc="pysens bench", unit="suite", disable=args.no_progress) as bar:
+        for name in bar:
+            bar.set_description(f"pysens bench {name}")
+            status[name] = run_suite(
+                name, args.out, quick=args.quick, extra=extra, progress=lambda msg: bar.set_postfix_str(msg)
+            )
+    failed = {n: rc for n, rc in status.items() if rc}
+    print(f"wrote results under {args.out}" + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+def _add_bench_verb(sub) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="run benchmark suites (tables, JSON and PNGs); `pysens bench --list` shows them",
+        description="Run benchmark suites. Options after `--` go to every chosen suite (see its --help).",
+    )
+    bench.add_argument("suites", nargs="*", help="suite names, or `all`")
+    bench.add_argument("--out", default="runs/bench", help="output root (the README numbers: benchmarks/results)")
+    bench.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    bench.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the published numbers)")
+    bench.add_argument("--list", action="store_true", help="list the suites and exit")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--tables", action="store_true", help="re-render the README's tables from --results and exit")
+    bench.add_argument("--results", default="benchmarks/results", help="JSON folder for --tables")
+    bench.add_argument("--readme", default="benchmarks/README.md", help="README rewritten by --tables")
+    bench.set_defaults(func=_bench, extra=[])
+
+
 def _add_study_verbs(sub) -> None:
     """Verbs owned by the capability modules (each registers its own subcommand)."""
     from pysens.fokker_planck.experiment import add_cli as add_gap
@@ -95,7 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     julia.add_argument("--out", default=None, help="write the JSON report here")
     julia.set_defaults(func=_julia_check)
     _add_study_verbs(sub)
+    _add_bench_verb(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if argv[:1] == ["bench"] and "--" in argv:  # `pysens bench SUITE ... -- SUITE-OPTIONS`
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    if extra:
+        args.extra = extra
     return args.func(args)
 
 

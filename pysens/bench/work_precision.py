@@ -1,25 +1,56 @@
-"""Work-precision diagrams with DiffEqDevTools semantics (SciML's ``WorkPrecisionSet``), for any backend.
+"""Work-precision diagrams with DiffEqDevTools semantics (SciML's ``WorkPrecisionSet``), for any backend or peer.
 
-* A **reference** is solved once, at tight tolerance, by a named setup (or given as a tensor / callable of t).
-* Each **setup** (a method on a backend with its options) is run over **paired** tolerances
-  ``(abstol_i, reltol_i)``.
-* **Errors are measured against the reference**, never from the solver's own estimate:
-  ``"final"``: mean |x(T) − ref(T)|; ``"l2"``/``"linf"``: RMS / max over the requested ``saveat`` times and
-  all components; ``"L2"``/``"Linf"``: the same on 100 equispaced times (dense output or stepping to them).
-* **Time** is the minimum (and the median) over ``runs`` timed runs after ``warmup`` untimed ones.
-* A failed retcode, or an exception inside a setup, gives NaN error and NaN time and does not stop the sweep.
-* **Memory**: the peak resident set size above the run's starting RSS (sampled from ``/proc/self/statm`` on a
-  helper thread), or ``torch.cuda.max_memory_allocated`` for CUDA states.
+**The sweep.** Each **setup** (a method on a backend with its options, or a peer library's runner, see
+:mod:`pysens.bench.peers`) is run at every point ``i`` of the sweep. A point pairs the tolerances
+``(abstols[i], reltols[i])`` with a fixed step ``dts[i]`` (or the setup's own ``Setup.dts[i]``, SciML's per-setup
+``:dts``): a setup with a step size steps with it; a setup whose options say ``adaptive=True`` ignores the global
+``dts`` and uses the tolerances. Whatever is given (abstols/reltols, dts, Setup.dts) must have the same length.
+
+**ODE mode** (an :class:`ODEProblem`). Errors are measured against a **reference**, never from the solver's own
+estimate: a :class:`Setup` solved once at ``reference_tol``, a tensor of states at the error times, or an exact
+solution ``ref(t)``. ``error="final"``: mean |x(T) − ref(T)|; ``"l2"``/``"linf"``: RMS / max over the requested
+``saveat`` times and all components; ``"L2"``/``"Linf"``: the same on 100 equispaced times (dense output or stepping
+to them). ``error`` may also be a callable ``metric(x) -> float`` of the states at the error times
+``x [n, B, *event]`` (e.g. the log-likelihood error of an augmented state against a closed form); it needs no
+reference, and its name is recorded as the error's name.
+
+**SDE mode** (an :class:`SDEProblem`). Setups step with fixed ``dts`` (adaptive ones may be swept over tolerances).
+``paths=M`` Brownian paths are stacked on the batch axis: the ensemble state is ``[M·B, *event]``, row ``m·B + b``
+being sample ``b`` on path ``m``, so the problem's ``f`` and ``g`` must accept any batch size. Every setup and the
+reference run on the **same** fine Brownian grid (a :class:`BrownianGrid`, the analogue of Julia's ``NoiseGrid``); a
+coarse step uses the sum of the fine increments it spans, so the comparison is pathwise.
+
+* **Strong error** (default): per path, the chosen norm of X − X_ref over the error times and the path's samples
+  (``"final"``: mean |X(T) − X_ref(T)|), then the mean over the M paths (DiffEqDevTools' ``numruns_error``); its
+  standard error over paths is ``stderr``. The reference is a :class:`Setup` on a much finer step (``reference_dt``;
+  by default the fine grid's step, ``REFERENCE_REFINEMENT`` times finer than the finest setup step), an exact
+  solution ``ref(t, W) -> [n, M·B, *event]`` given the path's values ``W(t) − W(t0)`` at the error times (GBM, OU),
+  or a tensor of states (with ``brownian=`` given, so that the path is known).
+* **Weak error** (``weak=True``): for each test function ``phi`` (default ``{"x": x, "x^2": x²}``),
+  |E_M[phi(X)] − E_ref[phi(X)]| per sample, time and component, aggregated with the chosen norm (``"final"``: mean
+  over samples and components at T). The reference expectation is exact (a number, a tensor broadcastable to
+  ``[n, B, *phi_shape]``, or a callable of the error times ``t [n]`` giving one; a dict by phi name when there are
+  several phi), or a :class:`Setup` whose ensemble on the same paths estimates it (then the paired differences
+  phi(X) − phi(X_ref) give the estimate and its standard error). ``stderr`` is the Monte-Carlo standard error of each
+  element's estimate, aggregated like the error (a scale to read the error against: a weak error below about 2–3
+  stderr is not resolved). The point's ``error`` is the largest over the test functions; ``weak`` holds each one.
+
+**Time** is the minimum (and the median) over ``runs`` timed solves after ``warmup`` untimed ones (SDE mode: one solve
+of the whole M-path ensemble); the error comes from the last timed solve. A failed retcode, or an exception inside a
+setup, gives NaN error and NaN time and does not stop the sweep. **Memory**: the peak resident set size above the
+run's starting RSS (sampled from ``/proc/self/statm`` on a helper thread), or ``torch.cuda.max_memory_allocated`` for
+CUDA states.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,46 +58,124 @@ import torch
 from torch import Tensor
 
 from pysens.artifacts import save_figure, write_json
-from pysens.solvers import ODEProblem, SDEProblem, solve
+from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, solve
+from pysens.solvers.options import fixed_grid
 
 ERRORS = ("final", "l2", "linf", "L2", "Linf")
+SDE_ERRORS = ("final", "l2", "linf")  # SDE solutions have no dense output
+REFERENCE_REFINEMENT = 64  # default fine-grid step of an SDE reference setup: this many times the finest setup step
+DEFAULT_PATHS = 100
+MAX_BROWNIAN_STEPS = 2**22
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _square(x: Tensor) -> Tensor:
+    return x * x
+
+
+DEFAULT_PHI = {"x": _identity, "x^2": _square}
 
 
 @dataclass
 class Setup:
-    """One solver configuration: SciML method name, backend and extra ``solve`` keyword arguments."""
+    """One solver configuration.
+
+    Attributes:
+        name: the label in tables and plots.
+        method: a SciML method name for :func:`pysens.solve`; for a runner setup, the peer's own method name.
+        backend: a pysens backend; for a runner setup, the peer's name (a label).
+        options: extra keyword arguments of ``solve`` (or of the runner).
+        runner: when set, the harness calls ``runner(problem, atol=..., rtol=..., saveat=<float64 tensor of the error
+            times>, [dt=...,] **options)`` instead of ``solve``; it must return a :class:`Solution` with time-major
+            ``x [n, B, *event]`` at those times, a ``retcode`` and ``stats`` (at least ``nf``). ``atol``/``rtol`` are
+            None when the sweep has no tolerances; ``dt`` is passed only when the point has a step size.
+        dts: this setup's own fixed steps, one per sweep point (SciML's per-setup ``:dts``).
+    """
 
     name: str
     method: str
     backend: str = "torch"
     options: dict[str, Any] = field(default_factory=dict)
+    runner: Callable[..., Solution] | None = None
+    dts: Sequence[float] | None = None
+
+    def step_size(self, i: int, dts: Sequence[float] | None) -> float | None:
+        """The fixed step of sweep point ``i``: the setup's own, else the sweep's unless the setup is adaptive."""
+        if self.dts is not None:
+            return float(self.dts[i])
+        if dts is not None and self.options.get("adaptive") is not True:
+            return float(dts[i])
+        return None
+
+    def solve(
+        self,
+        problem,
+        *,
+        atol=None,
+        rtol=None,
+        dt: float | None = None,
+        saveat: Tensor,
+        solve_kwargs: dict | None = None,
+    ) -> Solution:
+        """One solve of ``problem`` saving at ``saveat``; ``solve_kwargs`` go to :func:`pysens.solve` only."""
+        step = {} if dt is None else {"dt": dt}
+        if self.runner is not None:
+            return self.runner(problem, atol=atol, rtol=rtol, saveat=saveat, **step, **self.options)
+        tols = {k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None}
+        return solve(
+            problem, self.method, self.backend, saveat=saveat, **tols, **step, **self.options, **(solve_kwargs or {})
+        )
 
 
 @dataclass
 class WorkPrecision:
-    """The points of a sweep: one dict per (setup, tolerance pair)."""
+    """The points of a sweep: one dict per (setup, sweep point).
+
+    ``mode`` is ``"ode"``, ``"strong"`` or ``"weak"``; ``paths`` the number of Brownian paths (SDE modes);
+    ``brownian`` the fine grid every setup ran on (not written to JSON).
+    """
 
     problem: str
     error: str
     points: list[dict]
     reference: dict
+    mode: str = "ode"
+    paths: int | None = None
+    brownian: BrownianGrid | None = field(default=None, repr=False)
 
     def table(self) -> str:
+        sde = self.mode != "ode"
         head = (
-            f"{'setup':<24} {'abstol':>8} {'reltol':>8} {'error':>10} {'time min':>10} {'time med':>10} "
-            f"{'nf':>8} {'steps':>8} {'peak MB':>8} retcode"
+            f"{'setup':<24} {'abstol':>8} {'reltol':>8} {'dt':>9} {'error':>10} "
+            + (f"{'stderr':>10} " if sde else "")
+            + f"{'time min':>10} {'time med':>10} {'nf':>8} {'steps':>8} {'peak MB':>8} retcode"
         )
-        lines = [f"work-precision: {self.problem} (error: {self.error})", head, "-" * len(head)]
+        title = f"work-precision: {self.problem} (error: {self.error}" + (
+            f", {self.mode}, {self.paths} paths)" if sde else ")"
+        )
+        lines = [title, head, "-" * len(head)]
         for p in self.points:
             lines.append(
-                f"{p['setup']:<24} {p['abstol']:>8.0e} {p['reltol']:>8.0e} {_fmt(p['error'])} {_fmt(p['time_min'])} "
-                f"{_fmt(p['time_median'])} {p.get('nf', 0):>8} {p.get('naccept') or 0:>8} "
+                f"{p['setup']:<24} {_fmt(p['abstol'], '8.0e', '-')} {_fmt(p['reltol'], '8.0e', '-')} "
+                f"{_fmt(p.get('dt'), '9.2e', '-')} {_fmt(p['error'])} "
+                + (f"{_fmt(p.get('stderr'))} " if sde else "")
+                + f"{_fmt(p['time_min'])} {_fmt(p['time_median'])} {p.get('nf') or 0:>8} {p.get('naccept') or 0:>8} "
                 f"{_fmt(p.get('peak_mb'), '8.1f')} {p['retcode']}"
             )
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"problem": self.problem, "error": self.error, "reference": self.reference, "points": self.points}
+        return {
+            "problem": self.problem,
+            "error": self.error,
+            "mode": self.mode,
+            "paths": self.paths,
+            "reference": self.reference,
+            "points": self.points,
+        }
 
     def to_json(self, path) -> None:
         write_json(path, self.as_dict())
@@ -82,7 +191,8 @@ class WorkPrecision:
             pts = [p for p in self.points if p["setup"] == name and _finite(p["error"]) and _finite(p["time_min"])]
             if pts:
                 ax.loglog([p["error"] for p in pts], [p["time_min"] for p in pts], "o-", label=name)
-        ax.set_xlabel(f"error ({self.error}) vs reference")
+        what = self.error if self.mode == "ode" else f"{self.mode} {self.error}, {self.paths} paths"
+        ax.set_xlabel(f"error ({what})")
         ax.set_ylabel("time [s] (min of runs)")
         ax.set_title(title or self.problem)
         ax.grid(True, which="both", alpha=0.3)
@@ -95,8 +205,11 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def _fmt(v, spec: str = "10.2e") -> str:
-    return format(v, spec) if _finite(v) else format("nan", ">" + spec.split(".")[0])
+def _fmt(v, spec: str = "10.2e", missing: str = "nan") -> str:
+    width = spec.split(".")[0]
+    if v is None and missing != "nan":
+        return format(missing, ">" + width)
+    return format(v, spec) if _finite(v) else format("nan", ">" + width)
 
 
 class _PeakRSS:
@@ -148,21 +261,323 @@ def _error(x: Tensor, ref: Tensor, kind: str) -> float:
     return float(diff.abs().max())
 
 
-def _run(problem, setup: Setup, tol: tuple[float, float], saveat, extra: dict):
-    return solve(
-        problem, setup.method, setup.backend, atol=tol[0], rtol=tol[1], saveat=saveat, **setup.options, **extra
+def _aggregate(values: Tensor, kind: str) -> float:
+    """A non-negative ``[n, K]`` table (times × elements) reduced as the error ``kind`` reduces differences."""
+    if kind == "final":
+        return float(values[-1].mean())
+    if kind == "l2":
+        return float(values.pow(2).mean().sqrt())
+    return float(values.max())
+
+
+def _strong_error(x: Tensor, ref: Tensor, kind: str, paths: int) -> dict:
+    """Per path, the ``kind`` norm of x − ref over times and the path's samples; mean and standard error over paths."""
+    diff = (x - ref).double().reshape(x.shape[0], paths, -1)  # path-major rows: [n, M, B·d]
+    if kind == "final":
+        per_path = diff[-1].abs().mean(-1)
+    elif kind == "l2":
+        per_path = diff.pow(2).mean(dim=(0, 2)).sqrt()
+    else:
+        per_path = diff.abs().amax(dim=(0, 2))
+    stderr = float(per_path.std() / math.sqrt(paths)) if paths > 1 else math.nan
+    return {"error": float(per_path.mean()), "stderr": stderr}
+
+
+def _ensemble_values(phi: Callable[[Tensor], Tensor], x: Tensor, paths: int) -> Tensor:
+    """phi of the ensemble states, float64, as ``[n, M, B, *phi_shape]``."""
+    v = phi(x)
+    if v.shape[:2] != x.shape[:2]:
+        raise ValueError(
+            f"phi must map the ensemble states [n, M·B, *event] {tuple(x.shape)} sample by sample to "
+            f"[n, M·B, ...], got {tuple(v.shape)}"
+        )
+    return v.double().reshape(x.shape[0], paths, x.shape[1] // paths, *v.shape[2:])
+
+
+def _weak_error(
+    x: Tensor,
+    phis: dict[str, Callable],
+    exact: dict[str, Any] | None,
+    ref_x: Tensor | None,
+    t: Tensor,
+    kind: str,
+    paths: int,
+) -> dict:
+    """|E_M[phi(X)] − E_ref[phi]| and its Monte-Carlo standard error, for each phi; the largest error is the point's."""
+    per_phi = {}
+    for name, fn in phis.items():
+        v = _ensemble_values(fn, x, paths)
+        if ref_x is not None:  # paired with a reference ensemble on the same paths
+            samples = v - _ensemble_values(fn, ref_x, paths)
+            diff = samples.mean(1)
+        else:
+            samples = v
+            target = _expectation(exact[name], t).to(v.device)
+            diff = v.mean(1) - torch.broadcast_to(target, v.mean(1).shape)
+        se = samples.std(1) / math.sqrt(paths) if paths > 1 else torch.full_like(diff, math.nan)
+        n = x.shape[0]
+        per_phi[name] = {
+            "error": _aggregate(diff.abs().reshape(n, -1), kind),
+            "stderr": _aggregate(se.reshape(n, -1), kind),
+        }
+    worst = max(per_phi, key=lambda k: per_phi[k]["error"] if math.isfinite(per_phi[k]["error"]) else math.inf)
+    return {"error": per_phi[worst]["error"], "stderr": per_phi[worst]["stderr"], "weak": per_phi}
+
+
+def _expectation(value, t: Tensor) -> Tensor:
+    if callable(value):
+        value = value(t)
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
+@dataclass
+class _Target:
+    """What the sweep solves and how it scores a solution's states at the error times."""
+
+    problem: ODEProblem | SDEProblem
+    score: Callable[[Tensor], dict]
+    info: dict
+    mode: str = "ode"
+    paths: int | None = None
+    brownian: BrownianGrid | None = None
+
+
+def _metric_name(metric: Callable) -> str:
+    return getattr(metric, "__name__", type(metric).__name__)
+
+
+def _sweep_length(abstols, reltols, dts, setups: Sequence[Setup]) -> int:
+    lengths = {}
+    if (abstols is None) != (reltols is None):
+        raise ValueError("abstols and reltols go together: give both (paired) or neither")
+    if abstols is not None:
+        lengths["abstols"], lengths["reltols"] = len(abstols), len(reltols)
+    if dts is not None:
+        lengths["dts"] = len(dts)
+    for s in setups:
+        if s.dts is not None:
+            lengths[f"{s.name}.dts"] = len(s.dts)
+    if not lengths:
+        raise ValueError("give the sweep: abstols and reltols (paired), dts, or Setup.dts")
+    if len(set(lengths.values())) != 1 or 0 in lengths.values():
+        raise ValueError(f"the sweep's tolerances and step sizes must be non-empty and paired (same length): {lengths}")
+    return next(iter(lengths.values()))
+
+
+def _solve_reference(reference: Setup, problem, reference_tol, dt, t_err, extra) -> tuple[Tensor, dict]:
+    start = time.perf_counter()
+    sol = reference.solve(
+        problem, atol=reference_tol[0], rtol=reference_tol[1], dt=dt, saveat=t_err, solve_kwargs=extra
     )
+    if sol.retcode != "Success":
+        raise RuntimeError(f"the reference setup {reference.name} failed: {sol.retcode} {sol.message}")
+    info = {
+        "setup": reference.name,
+        "method": reference.method,
+        "backend": reference.backend,
+        "abstol": reference_tol[0],
+        "reltol": reference_tol[1],
+        "time": time.perf_counter() - start,
+    }
+    if dt is not None:
+        info["dt"] = dt
+    return sol.x, info
+
+
+def _ode_target(
+    problem: ODEProblem, reference, reference_tol, reference_dt, metric, error: str, t_err: Tensor, extra
+) -> _Target:
+    if metric is not None:
+        return _Target(problem, lambda x: {"error": float(metric(x))}, {"setup": None, "metric": _metric_name(metric)})
+    if isinstance(reference, Setup):
+        ref, info = _solve_reference(reference, problem, reference_tol, reference_dt, t_err, extra)
+    elif callable(reference):
+        ref, info = reference(t_err), {"setup": "exact"}
+    else:
+        ref, info = torch.as_tensor(reference), {"setup": "given"}
+    ref = ref.detach().cpu()
+    return _Target(problem, lambda x: {"error": _error(x.detach().cpu(), ref, error)}, info)
+
+
+def _steps(tspan, dt: float) -> int:
+    """Number of steps of the fixed grid ``solve(..., dt=dt)`` walks (see :func:`fixed_grid`)."""
+    return fixed_grid(tspan, dt, None, None).numel() - 1
+
+
+def _brownian_grid(
+    problem: SDEProblem,
+    setups,
+    n_points,
+    dts,
+    reference,
+    reference_dt,
+    paths,
+    brownian,
+    brownian_steps,
+    iterated,
+    generator,
+) -> tuple[BrownianGrid, int, float | None]:
+    """The fine grid all setups share, its number of paths, and the reference setup's step."""
+    x0, tspan = problem.x0, problem.tspan
+    b = x0.shape[0]
+    if brownian is None and paths is None and problem.brownian is not None:
+        brownian = problem.brownian
+    if brownian is not None:
+        if not isinstance(brownian, BrownianGrid):
+            raise TypeError(f"brownian must be a BrownianGrid, got {type(brownian).__name__}")
+        rows = brownian.shape[0] if len(brownian.shape) else 0
+        if rows % b or (paths is not None and rows != paths * b):
+            raise ValueError(
+                f"brownian holds {rows} rows per step; it must hold paths·B = {paths or 'M'}·{b} (path-major)"
+            )
+        grid, m = brownian, rows // b
+        ref_dt = reference_dt
+        if isinstance(reference, Setup) and ref_dt is None:
+            ref_dt = abs(tspan[1] - tspan[0]) / (grid.times.numel() - 1)
+        return grid, m, ref_dt
+    m = DEFAULT_PATHS if paths is None else paths
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"paths must be a positive integer, got {paths!r}")
+    counts = [_steps(tspan, s.step_size(i, dts)) for s in setups for i in range(n_points) if s.step_size(i, dts)]
+    if reference_dt is not None:
+        counts.append(_steps(tspan, reference_dt))
+    if brownian_steps is None:
+        if not counts:
+            raise ValueError("no setup has a fixed step: give brownian_steps (the fine Brownian grid's step count)")
+        brownian_steps = math.lcm(*counts)
+        if isinstance(reference, Setup) and reference_dt is None:
+            brownian_steps *= REFERENCE_REFINEMENT
+        if brownian_steps > MAX_BROWNIAN_STEPS:
+            raise ValueError(
+                f"the step counts {sorted(set(counts))} need a fine grid of {brownian_steps} steps; choose dts that "
+                "divide each other (e.g. halvings) or give brownian_steps"
+            )
+    ref_dt = reference_dt
+    if isinstance(reference, Setup) and ref_dt is None:
+        ref_dt = abs(tspan[1] - tspan[0]) / brownian_steps
+    if generator is None:
+        generator = torch.Generator(device=x0.device).manual_seed(0)
+    grid = BrownianGrid.sample(
+        tspan,
+        brownian_steps,
+        (m * b, *x0.shape[1:]),
+        generator=generator,
+        dtype=x0.dtype,
+        device=x0.device,
+        iterated=iterated,
+    )
+    return grid, m, ref_dt
+
+
+def _sde_target(
+    problem: SDEProblem,
+    setups,
+    n_points,
+    dts,
+    *,
+    reference,
+    reference_tol,
+    reference_dt,
+    metric,
+    error,
+    weak,
+    phi,
+    paths,
+    brownian,
+    brownian_steps,
+    iterated,
+    generator,
+    t_err,
+    extra,
+) -> _Target:
+    grid, m, ref_dt = _brownian_grid(
+        problem, setups, n_points, dts, reference, reference_dt, paths, brownian, brownian_steps, iterated, generator
+    )
+    x0 = problem.x0
+    ens = copy.copy(problem)  # a shallow copy keeps split problems' f1/f2
+    ens.x0 = x0.repeat(m, *([1] * (x0.dim() - 1)))  # path-major: row m·B + b
+    ens.brownian = grid
+    grid.check_covers(ens.tspan, ens.x0)
+    grid.indices(t_err)  # the error times must be points of the path
+    for s in setups:  # misuse (a step that does not divide the grid) stops the sweep before any work
+        for i in range(n_points):
+            dt = s.step_size(i, dts)
+            if dt is not None:
+                grid.indices(fixed_grid(ens.tspan, dt, None, t_err))
+    mode = "weak" if weak else "strong"
+    base = {"paths": m, "brownian_steps": grid.times.numel() - 1}
+    if metric is not None:
+        return _Target(
+            ens, lambda x: {"error": float(metric(x))}, {**base, "metric": _metric_name(metric)}, mode, m, grid
+        )
+    ref_x = None
+    if isinstance(reference, Setup):
+        ref_x, info = _solve_reference(reference, ens, reference_tol, ref_dt, t_err, extra)
+        ref_x = ref_x.detach()
+    elif weak:
+        info = {"setup": "exact"}
+    elif callable(reference):
+        w = grid.path[grid.indices(t_err)]
+        ref_x, info = reference(t_err, w).detach(), {"setup": "exact"}
+    else:
+        if brownian is None:
+            raise ValueError("a tensor reference of an SDE needs its Brownian path: pass brownian= as well")
+        ref_x, info = torch.as_tensor(reference), {"setup": "given"}
+    info.update(base)
+    if not weak:
+        return _Target(ens, lambda x: _strong_error(x, ref_x.to(x.device), error, m), info, mode, m, grid)
+    phis = _test_functions(phi)
+    for fn in phis.values():  # misuse shows here, not as NaN points
+        _ensemble_values(fn, ens.x0[None], m)
+    info["phi"] = list(phis)
+    exact = None if ref_x is not None else _exact_expectations(reference, phis)
+    return _Target(ens, lambda x: _weak_error(x, phis, exact, ref_x, t_err, error, m), info, mode, m, grid)
+
+
+def _test_functions(phi) -> dict[str, Callable]:
+    if phi is None:
+        return dict(DEFAULT_PHI)
+    if callable(phi):
+        return {_metric_name(phi): phi}
+    if isinstance(phi, Mapping) and phi and all(callable(v) for v in phi.values()):
+        return dict(phi)
+    raise TypeError("phi must be a callable phi(x) or a non-empty dict {name: phi}")
+
+
+def _exact_expectations(reference, phis: dict) -> dict:
+    if reference is None:
+        raise ValueError("a weak error needs a reference: a Setup, or the exact E[phi] (number, tensor or callable)")
+    if isinstance(reference, Mapping):
+        if set(reference) != set(phis):
+            raise ValueError(
+                f"the weak reference must give E[phi] for each phi {sorted(phis)}, got {sorted(reference)}"
+            )
+        return dict(reference)
+    if len(phis) != 1:
+        raise ValueError(
+            f"with several test functions {sorted(phis)} the weak reference must be a dict {{name: E[phi]}}"
+        )
+    return {next(iter(phis)): reference}
 
 
 def work_precision(
     problem: ODEProblem | SDEProblem,
     setups: Sequence[Setup],
-    abstols: Sequence[float],
-    reltols: Sequence[float],
+    abstols: Sequence[float] | None = None,
+    reltols: Sequence[float] | None = None,
     *,
-    reference: Setup | Tensor | Callable[[Tensor], Tensor],
+    dts: Sequence[float] | None = None,
+    reference: Setup | Tensor | Callable | Mapping | float | None = None,
     reference_tol: tuple[float, float] = (1e-13, 1e-13),
-    error: str = "final",
+    reference_dt: float | None = None,
+    error: str | Callable[[Tensor], float] = "final",
+    weak: bool = False,
+    phi: Callable[[Tensor], Tensor] | Mapping[str, Callable[[Tensor], Tensor]] | None = None,
+    paths: int | None = None,
+    brownian: BrownianGrid | None = None,
+    brownian_steps: int | None = None,
+    iterated: bool = True,
+    generator: torch.Generator | None = None,
     saveat=None,
     runs: int = 5,
     warmup: int = 1,
@@ -170,17 +585,44 @@ def work_precision(
     solve_kwargs: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> WorkPrecision:
-    """Sweep every setup over the paired tolerances and measure error against the reference.
+    """Sweep every setup over the paired tolerances / step sizes and measure error against the reference.
 
-    ``reference`` is a :class:`Setup` solved once at ``reference_tol`` (abstol, reltol), a tensor of states at
-    the error times ``[n, B, *event]``, or a callable ``ref(t) -> [n, B, *event]`` (an exact solution).
+    See the module docstring for the semantics.
+
+    ODE mode: ``reference`` is a :class:`Setup` (solved once at ``reference_tol``, with the fixed step
+    ``reference_dt`` when given), a tensor ``[n, B, *event]`` at the error times, a callable
+    ``ref(t) -> [n, B, *event]``, or None with a callable ``error``.
+
+    SDE mode: ``reference`` is a :class:`Setup` (run at ``reference_dt``, default the fine grid's step, with
+    ``reference_tol`` if adaptive), an exact ``ref(t, W)`` (strong), or the exact expectations (weak). The paths:
+    ``paths`` (default 100) Brownian paths on a fine grid of ``brownian_steps`` steps (default: the least common
+    multiple of the setups' step counts, times ``REFERENCE_REFINEMENT`` for a Setup reference) drawn from
+    ``generator`` (default: seeded 0, so repeated sweeps share paths), with the per-interval time integrals when
+    ``iterated`` (exact ΔZ for SRA1/SOSRA and torchsde's srk); or the ``brownian`` grid given (``[N, M·B, *event]``
+    increments, path-major); or, when neither ``brownian`` nor ``paths`` is given, the grid the problem carries.
+
+    The error times are ``saveat`` (default both ends of tspan; 100 equispaced times for ``"L2"``/``"Linf"``).
+    ``solve_kwargs`` go to every :func:`pysens.solve` call (not to runners).
     """
-    if error not in ERRORS:
-        raise ValueError(f"error must be one of {ERRORS}, got {error!r}")
-    if len(abstols) != len(reltols) or not abstols:
-        raise ValueError("abstols and reltols must be non-empty and paired (same length)")
+    metric = error if callable(error) else None
+    sde = isinstance(problem, SDEProblem)
+    if not sde and not isinstance(problem, ODEProblem):
+        raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
+    allowed = SDE_ERRORS if sde else ERRORS
+    if metric is None and error not in allowed:
+        extra_note = " (SDE solutions have no dense output: use 'l2'/'linf' over saveat)" if sde else ""
+        raise ValueError(f"error must be one of {allowed} or a callable metric(x) -> float, got {error!r}{extra_note}")
+    if metric is not None and reference is not None:
+        raise ValueError("a callable error measures the error by itself: leave reference=None")
+    if metric is None and reference is None:
+        raise ValueError("reference is required (a Setup, an exact solution or given states) unless error is callable")
+    if weak and (not sde or metric is not None):
+        raise ValueError("weak=True applies to SDEProblems with a named error ('final', 'l2', 'linf')")
+    if not sde and (paths is not None or brownian is not None or phi is not None or brownian_steps is not None):
+        raise ValueError("paths, brownian, brownian_steps and phi apply to SDEProblems only")
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
+    n_points = _sweep_length(abstols, reltols, dts, setups)
     extra = dict(solve_kwargs or {})
     t_err = _times(problem, 100) if error in ("L2", "Linf") else None
     if t_err is None and saveat is not None:
@@ -188,76 +630,94 @@ def work_precision(
     if t_err is None:
         t_err = torch.tensor(problem.tspan, dtype=torch.float64)
 
-    ref_info: dict = {}
-    if isinstance(reference, Setup):
-        start = time.perf_counter()
-        ref_sol = solve(
+    if sde:
+        target = _sde_target(
             problem,
-            reference.method,
-            reference.backend,
-            atol=reference_tol[0],
-            rtol=reference_tol[1],
-            saveat=t_err,
-            **reference.options,
-            **extra,
+            setups,
+            n_points,
+            dts,
+            reference=reference,
+            reference_tol=reference_tol,
+            reference_dt=reference_dt,
+            metric=metric,
+            error=error,
+            weak=weak,
+            phi=phi,
+            paths=paths,
+            brownian=brownian,
+            brownian_steps=brownian_steps,
+            iterated=iterated,
+            generator=generator,
+            t_err=t_err,
+            extra=extra,
         )
-        if ref_sol.retcode != "Success":
-            raise RuntimeError(f"the reference setup {reference.name} failed: {ref_sol.retcode}")
-        ref = ref_sol.x
-        ref_info = {
-            "setup": reference.name,
-            "method": reference.method,
-            "backend": reference.backend,
-            "abstol": reference_tol[0],
-            "reltol": reference_tol[1],
-            "time": time.perf_counter() - start,
-        }
-    elif callable(reference):
-        ref, ref_info = reference(t_err), {"setup": "exact"}
     else:
-        ref, ref_info = reference, {"setup": "given"}
+        target = _ode_target(problem, reference, reference_tol, reference_dt, metric, error, t_err, extra)
 
     points = []
     for setup in setups:
-        for atol, rtol in zip(abstols, reltols, strict=True):
-            point = {
-                "setup": setup.name,
-                "method": setup.method,
-                "backend": setup.backend,
-                "abstol": atol,
-                "reltol": rtol,
-                "error": math.nan,
-                "time_min": math.nan,
-                "time_median": math.nan,
-                "retcode": "",
-                "runs": 0,
-            }
-            if progress:
-                progress(f"{setup.name} abstol={atol:.0e}")
-            try:
-                for _ in range(warmup):
-                    _run(problem, setup, (atol, rtol), t_err, extra)
-                timings = []
-                cuda = problem.x0.is_cuda
-                for _ in range(runs):
-                    if cuda:
-                        torch.cuda.reset_peak_memory_stats(problem.x0.device)
-                        torch.cuda.synchronize(problem.x0.device)
-                    with _PeakRSS() as mem:
-                        start = time.perf_counter()
-                        sol = _run(problem, setup, (atol, rtol), t_err, extra)
-                        if cuda:
-                            torch.cuda.synchronize(problem.x0.device)
-                        timings.append(time.perf_counter() - start)
-                    point["runs"] += 1
-                point["peak_mb"] = torch.cuda.max_memory_allocated(problem.x0.device) / 2**20 if cuda else mem.megabytes
-                point["retcode"] = sol.retcode
-                point.update({k: v for k, v in sol.stats.as_dict().items() if not k.startswith("sample_")})
-                if sol.retcode == "Success":
-                    point["error"] = _error(sol.x.cpu(), ref.cpu(), error)
-                    point["time_min"] = min(timings)
-                    point["time_median"] = statistics.median(timings)
-            except Exception as exc:  # a failing setup is a NaN point, not the end of the sweep
-                point["retcode"] = f"error: {type(exc).__name__}: {exc}"
-            points.append(point)
-    return WorkPrecision(problem=name or problem.name or "problem", error=error, points=points, reference=ref_info)
+        for i in range(n_points):
+            atol = None if abstols is None else abstols[i]
+            rtol = None if reltols is None else reltols[i]
+            dt = setup.step_size(i, dts)
+            points.append(_point(target, setup, atol, rtol, dt, t_err, extra, runs, warmup, progress))
+    return WorkPrecision(
+        problem=name or problem.name or "problem",
+        error=_metric_name(metric) if metric is not None else error,
+        points=points,
+        reference=target.info,
+        mode=target.mode,
+        paths=target.paths,
+        brownian=target.brownian,
+    )
+
+
+def _point(target: _Target, setup: Setup, atol, rtol, dt, t_err, extra, runs: int, warmup: int, progress) -> dict:
+    """Warm-up solves, then ``runs`` timed ones; the error of the last."""
+    problem = target.problem
+    point = {
+        "setup": setup.name,
+        "method": setup.method,
+        "backend": setup.backend,
+        "abstol": atol,
+        "reltol": rtol,
+        "dt": dt,
+        "error": math.nan,
+        "time_min": math.nan,
+        "time_median": math.nan,
+        "retcode": "",
+        "runs": 0,
+    }
+    if target.mode != "ode":
+        point["stderr"] = math.nan
+    if progress:
+        where = f"dt={dt:.3g}" if dt is not None else f"abstol={atol:.0e}" if atol is not None else "default tolerances"
+        progress(f"{setup.name} {where}")
+    kwargs = {"atol": atol, "rtol": rtol, "dt": dt, "saveat": t_err, "solve_kwargs": extra}
+    try:
+        for _ in range(warmup):
+            setup.solve(problem, **kwargs)
+        timings = []
+        device = problem.x0.device
+        cuda = problem.x0.is_cuda
+        for _ in range(runs):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+                torch.cuda.synchronize(device)
+            with _PeakRSS() as mem:
+                start = time.perf_counter()
+                sol = setup.solve(problem, **kwargs)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                timings.append(time.perf_counter() - start)
+            point["runs"] += 1
+        point["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else mem.megabytes
+        point["retcode"] = sol.retcode
+        point.update({k: v for k, v in sol.stats.as_dict().items() if not k.startswith("sample_")})
+        if sol.retcode == "Success":
+            point.update(target.score(sol.x))
+            point["time_min"] = min(timings)
+            point["time_median"] = statistics.median(timings)
+    except Exception as exc:  # a failing setup is a NaN point, not the end of the sweep
+        point["retcode"] = f"error: {type(exc).__name__}: {exc}"
+    return point

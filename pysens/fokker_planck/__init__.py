@@ -6,19 +6,24 @@
 * ``training``: DSM + w_R · mean R² (the authors' loss and schedule).
 * ``gap``: the same prior samples through the PF-ODE and the reverse SDE, and W2 by exact grid OT, sliced and
   Gaussian; the authors' Euler/EM schedule as a preset.
-* ``bound``: the derived Grönwall bound (seed001 §3.3b, not the paper's theorem) and the linear-score oracle.
+* ``bound``: the derived Grönwall bound (seed001 §3.3b, not the paper's theorem), its score mismatch from samples or
+  from the log-ratio PDE solved on a grid (§3.3a), and the linear-score oracle.
 * ``experiment``: the reproduction and training study behind ``benchmarks/ode_sde_gap.py`` and the CLI verb.
 
 Time runs forward from t = 0 (data) to T (noise); states are ``[B, d]``; see CONVENTIONS.md.
 """
 
 from pysens.fokker_planck.bound import (
+    MISMATCHES,
     DerivedBound,
     LinearScoreOracle,
+    LogRatioSolution,
     derived_w2_bound,
     estimate_derived_bound,
     linear_score_oracle,
     linear_score_residual,
+    log_ratio_bound,
+    solve_log_ratio,
 )
 from pysens.fokker_planck.data import TOY_DATASETS, blob_mixture, sample_toy
 from pysens.fokker_planck.gap import (
@@ -69,6 +74,7 @@ __all__ = [
     "AUTHORS_LR_SCHEDULE",
     "AUTHORS_WEIGHTS",
     "DATA_ENV_VAR",
+    "MISMATCHES",
     "TOY_DATASETS",
     "DerivedBound",
     "FPTrainResult",
@@ -76,6 +82,7 @@ __all__ = [
     "Grid",
     "Histogram",
     "LinearScoreOracle",
+    "LogRatioSolution",
     "NonlinearDriftProcess",
     "PotentialDerivatives",
     "PotentialScoreNet",
@@ -96,6 +103,7 @@ __all__ = [
     "load_authors_checkpoint",
     "load_potential_checkpoint",
     "log_fp_residual",
+    "log_ratio_bound",
     "ode_sde_gap",
     "potential_derivatives",
     "residual_functional",
@@ -105,6 +113,7 @@ __all__ = [
     "save_potential_checkpoint",
     "score_fp_residual",
     "sliced_w2",
+    "solve_log_ratio",
     "train_fp_regularised",
     "uniform_schedule",
     "w2_grid",

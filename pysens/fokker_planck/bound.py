@@ -9,6 +9,10 @@ derivation (§3.3b, check 3c): couple both flows at t = T from the same prior sa
 with L(t) = Lip_x(f − (g²/2) s) the Lipschitz constant of the ODE velocity and h = log p^SDE − φ (so ∇h is the score
 mismatch; it solves the log-ratio equation ∂_t h = −R − f·∇h − (g²/2)(Δh + |∇h|²), §3.3a).
 
+**Score mismatch**, three ways (:func:`estimate_derived_bound`): from reverse-SDE samples against a KDE or a
+Gaussian-fit score (estimates, any d), or, for d ≤ 2, from the log-ratio equation solved on a grid by the method of
+lines (:func:`solve_log_ratio`, :func:`log_ratio_bound`): then p^SDE_t ∝ e^{φ + h} is known on the grid, no sampling.
+
 **Oracle** (§6.2): for an affine process and a linear score s(x, t) = −x/a(t) every law stays N(0, V I) with
 
     ODE:  V_O' = (2f + g²/a) V_O,        SDE:  V_S' = 2(f + g²/a) V_S − g²,        V(T) = prior variance,
@@ -21,25 +25,33 @@ bound 0.22110.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
+from scipy.interpolate import CubicSpline
 from torch import Tensor
 
 from pysens.diffusion.processes import OU, ForwardProcess, expand_as_batch
 from pysens.fokker_planck.gap import SamplerSchedule, authors_schedule
-from pysens.solvers import SDEProblem, solve
+from pysens.fokker_planck.residual import log_fp_residual
+from pysens.solvers import SDEProblem, SplitODEProblem, Stats, solve
+from pysens.spde.grid import Grid as CellGrid
 
 __all__ = [
+    "MISMATCHES",
     "DerivedBound",
     "LinearScoreOracle",
+    "LogRatioSolution",
     "derived_w2_bound",
     "estimate_derived_bound",
+    "graded_times",
     "linear_score_oracle",
     "linear_score_residual",
+    "log_ratio_bound",
+    "solve_log_ratio",
 ]
 
 CurveFn = Callable[[np.ndarray], np.ndarray]
@@ -126,35 +138,308 @@ def linear_score_residual(
     return r2 * (a_dot - 2 * f * a - g2) / (2 * a * a) + c_dot + d * f + d * g2 / (2 * a)
 
 
+MISMATCHES = ("kde", "gaussian", "log_ratio")
+Potential = Callable[[Tensor, Tensor], Tensor]
+ScoreModel = Callable[[Tensor, Tensor], Tensor]
+
+
+# -- the log-ratio equation on a grid (seed001 §3.3a) -------------------------------------------------------------
+
+
+def _ghost_padded(u: Tensor, dim: int) -> Tensor:
+    """``u`` ``[B, *cells]`` with one ghost cell on each side of each axis that copies its neighbour (zero normal
+    derivative at the box faces), ``[B, *(cells + 2)]``."""
+    return torch.nn.functional.pad(u.unsqueeze(1), (1, 1) * dim, mode="replicate").squeeze(1)
+
+
+def _neighbour(padded: Tensor, dim: int, axis: int, offset: int) -> Tensor:
+    """The cells shifted by ``offset`` (±1) along ``axis`` out of a ghost-padded array: ``[B, *cells]``."""
+    index = [slice(None)] + [slice(1, -1)] * dim
+    index[1 + axis] = slice(1 + offset, padded.shape[1 + axis] - 1 + offset)
+    return padded[tuple(index)]
+
+
+def _grid_gradient(u: Tensor, grid: CellGrid) -> Tensor:
+    """Central differences ∇u ``[B, d, *cells]`` of ``u`` ``[B, *cells]`` (zero-normal-derivative ghost cells)."""
+    padded = _ghost_padded(u, grid.dim)
+    return torch.stack(
+        [
+            (_neighbour(padded, grid.dim, i, 1) - _neighbour(padded, grid.dim, i, -1)) / (2.0 * grid.h[i])
+            for i in range(grid.dim)
+        ],
+        dim=1,
+    )
+
+
+def _grid_laplacian(u: Tensor, grid: CellGrid) -> Tensor:
+    """The 5-point (3-point in 1-D) Laplacian ``[B, *cells]`` with zero-normal-derivative ghost cells: the
+    finite-volume no-flux Laplacian that :meth:`pysens.spde.Grid.solve_shifted_laplacian` inverts by FFT."""
+    padded = _ghost_padded(u, grid.dim)
+    return sum(
+        (_neighbour(padded, grid.dim, i, 1) - 2.0 * u + _neighbour(padded, grid.dim, i, -1)) / grid.h[i] ** 2
+        for i in range(grid.dim)
+    )
+
+
+@dataclass
+class LogRatioSolution:
+    """h = log p^SDE − φ on a cell-centred grid over [−L, L]^d at the requested times (seed001 §3.3a).
+
+    ``times`` ``[n]`` ascending forward times; ``h`` ``[n, *cells]``, defined up to an additive constant per time (the
+    gauge: only ∇h and the normalised density are meaningful); ``log_density`` ``[n, *cells]``: log p^SDE_t = φ + h
+    at the cell centres, normalised on the box (Σ_cells p |cell| = 1); ``grid``: the :class:`pysens.spde.Grid`
+    (``grid.points()`` are the centres, in the C order of ``h[k].reshape(-1)``); ``retcode`` / ``stats``: the
+    solve's. Rows after a failed solve are NaN.
+    """
+
+    times: Tensor
+    h: Tensor
+    log_density: Tensor
+    grid: CellGrid
+    retcode: str
+    stats: Stats
+
+    def weights(self) -> Tensor:
+        """The probability of each cell under p^SDE_t, ``[n, *cells]`` (sums to 1 per time)."""
+        return torch.exp(self.log_density) * self.grid.cell_volume
+
+    def score_mismatch(self) -> Tensor:
+        """‖∇h(·, t)‖_{L²(p^SDE_t)} ``[n]``: central differences of h, weighted by the cell probabilities."""
+        grad2 = (_grid_gradient(self.h, self.grid) ** 2).sum(1)
+        return (self.weights() * grad2).flatten(1).sum(1).sqrt()
+
+    def edge_mass(self) -> Tensor:
+        """The probability of the outermost ring of cells, ``[n]``: the truncation indicator. The box holds the law
+        only while this is negligible (the boundary condition acts there); enlarge ``half_width`` otherwise."""
+        w = self.weights()
+        inner = w
+        for i in range(self.grid.dim):
+            inner = inner.narrow(1 + i, 1, self.grid.cells[i] - 2)
+        return w.flatten(1).sum(1) - inner.flatten(1).sum(1)
+
+
+def _check_grid_args(half_width: float, points: int, dim: int) -> None:
+    if dim not in (1, 2):
+        raise ValueError(
+            f"the log-ratio equation is solved on a grid, so only for states of dimension d = 1 or 2; got d = {dim} "
+            "(use mismatch='kde' or 'gaussian' in higher dimension)"
+        )
+    if not (isinstance(half_width, int | float) and math.isfinite(half_width) and half_width > 0):
+        raise ValueError(f"half_width must be a positive number; got {half_width!r}")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 8:
+        raise ValueError(f"points (cells per axis) must be an integer >= 8; got {points!r}")
+
+
+def graded_times(t_end: float, T: float, n: int, scale: float = 1e-3) -> np.ndarray:
+    """``n`` ascending times from ``t_end`` to ``T`` whose spacing grows in proportion to t − t_end + τ₀, with
+    τ₀ = ``scale`` · T: fine where scores and residuals change fastest (t → t_end), coarse near T."""
+    tau0 = scale * T
+    span = T - t_end + tau0
+    times = t_end - tau0 + tau0 * (span / tau0) ** np.linspace(0.0, 1.0, n)
+    times[0], times[-1] = t_end, T
+    return times
+
+
+def _residual_table(
+    phi: Potential, process: ForwardProcess, x: Tensor, times: np.ndarray, batch_rows: int = 32768
+) -> Tensor:
+    """R[φ] at the grid points ``x`` ``[P, d]`` and ``times`` ``[K]``, ``[K, P]``, each time slice gauge-fixed (its
+    grid mean removed). Exact derivatives (:func:`log_fp_residual`), many times per call (its fixed cost per call
+    dominates on small grids), no graph."""
+    P = x.shape[0]
+    per_call = max(1, batch_rows // P)
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(times), per_call):
+            ts = torch.as_tensor(times[start : start + per_call], dtype=x.dtype, device=x.device)
+            # one time per row, materialised (forward mode refuses the stride-0 view of an expanded time)
+            r = log_fp_residual(phi, process, x.repeat(len(ts), 1), ts.repeat_interleave(P).contiguous())
+            rows.append(r.detach().reshape(len(ts), P))
+    table = torch.cat(rows)
+    bad = ~torch.isfinite(table).all(1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"R[φ] is not finite on the grid at t = {float(times[int(bad.nonzero()[0])]):.6g}: φ must be twice "
+            "differentiable in x and once in t on [t_end, T] (a noised law whose noise std has an infinite "
+            "t-derivative at t = 0 needs an end time > 0)"
+        )
+    return table - table.mean(1, keepdim=True)
+
+
+def solve_log_ratio(
+    phi: Potential,
+    process: ForwardProcess,
+    half_width: float,
+    points: int,
+    times: Sequence[float] | np.ndarray | Tensor,
+    *,
+    dim: int = 2,
+    method: str = "KenCarp4",
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    n_table: int = 200,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> LogRatioSolution:
+    """Solve the log-ratio equation for h = log p^SDE − φ by the method of lines (seed001 §3.3a, check 2):
+
+        ∂_t h = −R − f·∇h − (g²/2)(Δh + |∇h|²),     h(·, T) = log π − φ(·, T),
+
+    backwards from t = T to min(``times``), where R = R[φ] is the log-FP residual (:func:`log_fp_residual`, same
+    sign convention: R[log p_t] = 0) and p^SDE is the law of the reverse SDE with score ∇φ started from the prior π.
+    Backwards in t it is a forward viscous Hamilton–Jacobi equation, so the terminal-value problem is well posed.
+    Consistency: R ≡ 0 and φ(·, T) = log π + c make h ≡ c a solution, so ∇φ = ∇log p^SDE exactly.
+
+    Args:
+        phi: the potential ``phi(x, t) -> [B]`` whose gradient is the sampler's score (e.g.
+            ``PotentialScoreNet.potential``); it must accept t as a float and be differentiable in x and t.
+        process: an affine ``ForwardProcess`` (f(x, t) = f(t) x).
+        half_width, points: the box [−L, L]^d and its cells per axis; the unknowns are h at the cell centres.
+        times: the forward times at which h is returned (each in [0, T], at least one below T).
+        dim: d, 1 or 2 (a grid in higher dimension is out of reach; the sample estimates cover d > 2).
+        method: a stiff torch method of :func:`pysens.solve`: KenCarp4 (IMEX, the default) or TRBDF2. Rosenbrock
+            methods (Rodas5P) also run but took ~25x more steps than KenCarp4 on the §6.2 oracle: avoid them.
+        rtol, atol: the solver's tolerances on h.
+        n_table: how many graded times R is tabulated on (see below).
+
+    Discretisation: second-order central differences for ∇h and Δh on the cell centres. **Boundary**: one ghost cell
+    per face copying its neighbour, i.e. ∂_n h = 0 (homogeneous Neumann: the finite-volume no-flux Laplacian). It
+    is well posed for this parabolic equation, keeps spatial constants exact (so the R ≡ 0 case stays exact on the
+    grid), and the FFT solve of (I − c Δ_h) is exact for it. The true h has ∂_n h ≠ 0, so the condition puts an error
+    in a layer at the faces. Backwards in t, the transport f·∇h of a contracting drift runs outward and sweeps it out
+    of the box; where the Hamilton–Jacobi term g²∇h·∇h turns the characteristics inward it can creep in. So the box
+    must hold p^SDE with negligible mass near the faces: :meth:`LogRatioSolution.edge_mass` reports it, and the error
+    tracks it (§6.2 oracle: 5e-6 relative at L = 4, edge mass 2e-7; 1e-8 at L = 6). A zero-flux-of-p condition would
+    instead give the law of the SDE reflected at the box, whose h has a steep layer at the faces even when R ≡ 0.
+    **Time**: with KenCarp4 the stiff diffusion −(g²/2)Δh is implicit (GMRES preconditioned by the exact FFT solve of
+    the no-flux Laplacian: one iteration) and −R − f·∇h − (g²/2)|∇h|² explicit. **R** is tabulated on the grid at
+    ``n_table`` times graded towards t_end (exact autograd derivatives of φ, many times per batched call) and
+    interpolated in t by a cubic spline per cell: a solve asks for R at ~5 new stage times per step, and the fixed
+    cost of each residual call would dominate. On the authors' networks 100 and 400 nodes give mismatches within
+    2e-3 of each other. R and h(T) are gauge-fixed (grid means removed): that shifts h by a function of t only, which
+    changes neither ∇h nor the normalised density, and keeps h O(1) for the error control.
+    """
+    if not isinstance(process, ForwardProcess):
+        raise TypeError(f"process must be an affine ForwardProcess; got {type(process).__name__}")
+    _check_grid_args(half_width, points, dim)
+    T = float(process.T)
+    req = np.unique(np.asarray(torch.as_tensor(times, dtype=torch.float64).cpu(), dtype=np.float64).reshape(-1))
+    if req.size == 0 or not np.isfinite(req).all() or req[0] < 0 or req[-1] > T * (1 + 1e-12) or req[0] >= T:
+        raise ValueError(f"times must lie in [0, T] = [0, {T:g}] with at least one below T; got {req!r}")
+    req = np.minimum(req, T)
+    device = torch.device("cpu") if device is None else torch.device(device)
+    grid = CellGrid([-float(half_width)] * dim, [float(half_width)] * dim, [points] * dim, bc="noflux")
+    cells = grid.cells
+    x = grid.points(dtype, device)  # [P, d]
+    coords = x.T.reshape(dim, *cells)  # x_i at every cell, [d, *cells]
+    t_end = float(req[0])
+    # R tabulated on graded times and interpolated by a cubic spline in t per cell (not evaluated at every stage)
+    nodes = graded_times(t_end, T, n_table)
+    spline = CubicSpline(nodes, _residual_table(phi, process, x, nodes).cpu().double().numpy(), axis=0)
+
+    def residual(t: float) -> Tensor:
+        return torch.as_tensor(spline(t), dtype=dtype, device=device).reshape(1, *cells)
+
+    def coefficients(t: Tensor) -> tuple[float, float, float]:
+        s = float(t.reshape(-1)[0])
+        return s, float(process.drift_coef(s)), 0.5 * float(process.g2(s))
+
+    def diffusion(t: Tensor, h: Tensor) -> Tensor:  # the stiff part, −(g²/2) Δh
+        _, _, D = coefficients(t)
+        return -D * _grid_laplacian(h, grid)
+
+    def transport(t: Tensor, h: Tensor) -> Tensor:  # the explicit part, −R − f·∇h − (g²/2)|∇h|²
+        s, f, D = coefficients(t)
+        grad = _grid_gradient(h, grid)
+        return -residual(s) - f * (coords[None] * grad).sum(1) - D * (grad * grad).sum(1)
+
+    def full_jvp(t: Tensor, h: Tensor, v: Tensor) -> Tensor:  # J v of the whole right-hand side
+        _, f, D = coefficients(t)
+        grad, grad_v = _grid_gradient(h, grid), _grid_gradient(v, grid)
+        return -D * _grid_laplacian(v, grid) - f * (coords[None] * grad_v).sum(1) - 2.0 * D * (grad * grad_v).sum(1)
+
+    def precond(t: Tensor, h: Tensor, hgamma: Tensor, v: Tensor) -> Tensor:
+        # (I − hγ J₁)⁻¹ v with J₁ = −D Δ_h: (I − (−hγ D) Δ_h)⁻¹, exact by FFT (hγ < 0 backwards in t)
+        _, _, D = coefficients(t)
+        return grid.solve_shifted_laplacian(v, -torch.as_tensor(hgamma).reshape(-1).to(v.dtype) * D)
+
+    with torch.no_grad():
+        h_T = process.prior_log_density(x) - phi(x, torch.tensor(T, dtype=dtype, device=device)).detach()
+    h_T = (h_T - h_T.mean()).reshape(1, *cells)
+    saveat = torch.as_tensor(req[::-1].copy())
+    problem = SplitODEProblem(diffusion, transport, h_T, (T, t_end), jvp=lambda t, h, v: diffusion(t, v))
+    problem.jvp = full_jvp  # the whole right-hand side's JVP, for methods that do not split
+    sol = solve(problem, method, "torch", rtol=rtol, atol=atol, saveat=saveat, linsolve="gmres", precond=precond)
+    order = torch.arange(sol.t.shape[0] - 1, -1, -1)
+    t_out, h = sol.t[order], sol.x[order, 0]
+    with torch.no_grad():
+        phis = torch.stack([phi(x, t_k).detach().reshape(cells) for t_k in t_out])
+    log_p = phis + h
+    log_p = log_p - torch.logsumexp(log_p.flatten(1), dim=1).reshape(-1, *([1] * dim)) - math.log(grid.cell_volume)
+    return LogRatioSolution(times=t_out, h=h, log_density=log_p, grid=grid, retcode=sol.retcode, stats=sol.stats)
+
+
+# -- the derived bound for a learned score ------------------------------------------------------------------------
+
+
 @dataclass
 class DerivedBound:
     """The derived bound evaluated for a learned score with estimated ingredients, and what went into it.
 
-    ``bound``: the §3.3b integral. ``times`` ``[n]`` ascending; ``lipschitz``: max over SDE samples of the spectral
-    norm of ∇_x(f − (g²/2) s) (a sample estimate of the sup, so it can be low); ``mismatch``: ‖∇log p^SDE − s‖ in
-    L²(p^SDE), with ∇log p^SDE from a leave-one-out Gaussian KDE of the SDE samples (bandwidth ``bandwidths``) or
-    from their Gaussian fit (bandwidth 0).
-    Both are estimates, so the number is an estimate of the derived bound, not a certified upper bound.
+    ``bound``: the §3.3b integral. ``times`` ``[n]`` ascending; ``lipschitz``: the max of the spectral norm of
+    ∇_x(f − (g²/2) s) over the SDE samples, or over the grid cells carrying probability > ``mass_floor`` × the
+    largest (a max over points, so it can be low); ``mismatch``: ‖∇log p^SDE − s‖ in L²(p^SDE) by ``method``:
+
+    * ``"kde"``: ∇log p^SDE from a leave-one-out Gaussian KDE of the SDE samples (bandwidth ``bandwidths``);
+    * ``"gaussian"``: from the samples' Gaussian fit (bandwidth 0);
+    * ``"log_ratio"``: ∇h from the grid solution of the log-ratio equation (:func:`solve_log_ratio`), weighted by
+      p^SDE ∝ e^{φ + h} on the grid: no sampling. ``grid`` is the :class:`pysens.spde.Grid`, ``edge_mass`` ``[n]`` the
+      probability of its outermost ring of cells (truncation is negligible while it is), ``retcode`` / ``stats``
+      the PDE solve's. ``n_samples`` is 0 and ``bandwidths`` None there.
+
+    Sample-based ingredients are estimates, so that number estimates the derived bound, it does not certify it. The
+    log-ratio ingredients carry grid and truncation errors only (and a max of L over grid points).
     """
 
     bound: float
     times: np.ndarray
     lipschitz: np.ndarray
     mismatch: np.ndarray
-    bandwidths: np.ndarray
+    bandwidths: np.ndarray | None
     n_samples: int
+    method: str = "kde"
+    grid: CellGrid | None = None
+    edge_mass: np.ndarray | None = None
+    mass_floor: float | None = None
+    retcode: str = "Success"
+    stats: Stats | None = None
 
     def as_dict(self) -> dict:
-        return {
+        labels = {
+            "kde": "score mismatch against a leave-one-out KDE score of SDE samples (an estimate)",
+            "gaussian": "score mismatch against the Gaussian-fit score of SDE samples (an estimate)",
+            "log_ratio": "score mismatch ∇h from the log-ratio PDE solved on a grid, weighted by p_SDE ∝ exp(φ + h) "
+            "(no sampling; grid and box-truncation errors only)",
+        }
+        lipschitz = "grid max over cells with non-negligible mass" if self.method == "log_ratio" else "sample max"
+        out = {
             "bound": self.bound,
-            "label": "derived bound (seed001 §3.3b, not the paper's theorem), estimated: sample max of the velocity "
-            "Lipschitz constant, score mismatch against a KDE (bandwidth > 0) or Gaussian-fit (0) score of SDE samples",
+            "label": f"derived bound (seed001 §3.3b, not the paper's theorem): {lipschitz} of the velocity Lipschitz "
+            f"constant, {labels[self.method]}",
+            "method": self.method,
             "times": self.times,
             "lipschitz": self.lipschitz,
             "mismatch": self.mismatch,
             "bandwidths": self.bandwidths,
             "n_samples": self.n_samples,
+            "retcode": self.retcode,
         }
+        if self.grid is not None:
+            out["grid"] = {"lower": self.grid.lower, "upper": self.grid.upper, "cells": self.grid.cells}
+            out["edge_mass_max"] = float(np.max(self.edge_mass))
+            out["mass_floor"] = self.mass_floor
+            out["solve_stats"] = None if self.stats is None else self.stats.as_dict()
+        return out
 
 
 def _kde_score(x: Tensor, bandwidth: float) -> Tensor:
@@ -166,8 +451,63 @@ def _kde_score(x: Tensor, bandwidth: float) -> Tensor:
     return -(w[:, :, None] * diff).sum(1) / bandwidth**2
 
 
+def _velocity_jacobian_norms(
+    score: ScoreModel, process: ForwardProcess, x: Tensor, t_k: float
+) -> tuple[Tensor, Tensor]:
+    """s(x, t) ``[N, d]`` and the spectral norm ``[N]`` of the PF-ODE velocity Jacobian f I − (g²/2) ∇s at every row
+    of ``x`` ``[N, d]``, by d exact JVPs of the score."""
+    n, dim = x.shape
+    t = torch.full((n,), t_k, dtype=x.dtype, device=x.device)
+    eye = torch.eye(dim, dtype=x.dtype, device=x.device)
+    tangents = eye.reshape(dim, 1, dim).expand(dim, n, dim)
+    s, jac_cols = torch.func.vmap(lambda v: torch.func.jvp(lambda y: score(y, t), (x,), (v,)))(tangents)
+    jac = jac_cols.permute(1, 2, 0)  # [n, d, d]: column i is ∂s/∂x_i
+    f, g2 = float(process.drift_coef(t_k)), float(process.g2(t_k))
+    return s[0].detach(), torch.linalg.matrix_norm(f * eye - 0.5 * g2 * jac, ord=2).detach()
+
+
+def log_ratio_bound(
+    solution: LogRatioSolution, score: ScoreModel, process: ForwardProcess, *, mass_floor: float = 1e-8
+) -> DerivedBound:
+    """The derived §3.3b bound from a grid solution of the log-ratio equation (:func:`solve_log_ratio`), on its times.
+
+    Mismatch: :meth:`LogRatioSolution.score_mismatch`. L(t): the max of the spectral norm of f I − (g²/2) ∇s (exact
+    JVPs of ``score``, which must be ∇φ of the solved potential) over the cells whose probability exceeds
+    ``mass_floor`` × the largest. The Grönwall argument wants the sup over all space; the floor keeps the max to
+    where p^SDE_t lives, and L is sensitive to it where the score is poor in the tails (a learned score far from
+    data): report the floor with the number. The integral is the trapezoid rule on ``solution.times``.
+    """
+    if not (math.isfinite(mass_floor) and 0 <= mass_floor < 1):
+        raise ValueError(f"mass_floor must lie in [0, 1); got {mass_floor!r}")
+    x = solution.grid.points(solution.h.dtype, solution.h.device)
+    weights = solution.weights().flatten(1)
+    lips = []
+    for t_k, w in zip(solution.times.tolist(), weights, strict=True):
+        heavy = x[w > mass_floor * w.max()] if bool(torch.isfinite(w).all()) else x[:0]
+        lips.append(float(_velocity_jacobian_norms(score, process, heavy, t_k)[1].max()) if len(heavy) else math.nan)
+    times = solution.times.cpu().double().numpy()
+    lipschitz = np.asarray(lips)
+    mismatch = solution.score_mismatch().cpu().double().numpy()
+    g2 = process.g2(torch.as_tensor(times)).numpy()
+    bound = derived_w2_bound(times, lipschitz, g2, mismatch) if solution.retcode == "Success" else math.nan
+    return DerivedBound(
+        bound=bound,
+        times=times,
+        lipschitz=lipschitz,
+        mismatch=mismatch,
+        bandwidths=None,
+        n_samples=0,
+        method="log_ratio",
+        grid=solution.grid,
+        edge_mass=solution.edge_mass().cpu().double().numpy(),
+        mass_floor=mass_floor,
+        retcode=solution.retcode,
+        stats=solution.stats,
+    )
+
+
 def estimate_derived_bound(
-    score: Callable[[Tensor, Tensor], Tensor],
+    score: ScoreModel,
     process: ForwardProcess,
     *,
     n: int = 2000,
@@ -176,22 +516,53 @@ def estimate_derived_bound(
     n_times: int = 60,
     mismatch: str = "kde",
     seed: int = 0,
+    potential: Potential | None = None,
+    half_width: float | None = None,
+    points: int | None = None,
+    mass_floor: float = 1e-8,
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> DerivedBound:
-    """Evaluate the derived §3.3b bound for a learned score (estimates only: see :class:`DerivedBound`).
+    """Evaluate the derived §3.3b bound for a learned score (see :class:`DerivedBound` for what is estimated).
 
-    Runs ``n`` reverse-SDE paths on ``schedule`` (default the authors' grid, every step noisy) and, at ``n_times``
-    saved times log-spaced towards t = 0, estimates L(t) (the max over the samples of the spectral norm of the
-    velocity Jacobian f I − (g²/2) ∇s, by exact JVPs) and the mismatch ‖∇h‖ = ‖∇log p^SDE − s‖ in L²(p^SDE). The
-    SDE score ∇log p^SDE comes from ``mismatch="kde"`` (leave-one-out Gaussian KDE, Scott bandwidth: consistent but
-    noisy, and its noise adds to the mismatch) or ``"gaussian"`` (the score of the samples' Gaussian fit: exact when
-    the SDE law is Gaussian, as for linear scores; wrong for multimodal laws).
+    Sample-based (``mismatch="kde"`` or ``"gaussian"``): runs ``n`` reverse-SDE paths on ``schedule`` (default the
+    authors' grid, every step noisy) and, at ``n_times`` saved times log-spaced towards the end time, takes L(t) as
+    the max over the samples of the spectral norm of the velocity Jacobian f I − (g²/2) ∇s (exact JVPs) and the
+    mismatch ‖∇log p^SDE − s‖ in L²(p^SDE) with ∇log p^SDE from a leave-one-out Gaussian KDE (``"kde"``, Scott
+    bandwidth: consistent but noisy, and its noise adds to the mismatch) or from the samples' Gaussian fit
+    (``"gaussian"``: exact when the SDE law is Gaussian, as for linear scores; wrong for multimodal laws).
+
+    ``mismatch="log_ratio"`` (d ≤ 2): solves the log-ratio equation for h = log p^SDE − φ on ``points`` cells per axis
+    of [−``half_width``, ``half_width``]^d (:func:`solve_log_ratio`, tolerances ``rtol``/``atol``) from T down to
+    the schedule's end time, saving ≈ ``n_times`` times (half log-spaced towards the end, half uniform). At each,
+    p^SDE_t ∝ e^{φ + h} normalised on the grid (exact up to grid and truncation errors, no sampling), the mismatch is
+    ‖∇h‖ by central differences weighted by it, and L(t) the max of the spectral norm of f I − (g²/2) ∇s over the
+    cells with probability > ``mass_floor`` × the largest. It needs the potential φ with s = ∇φ: ``potential``, or
+    ``score.potential`` when the score is a :class:`PotentialScoreNet`. ``n`` and ``seed`` are unused there.
     """
-    if mismatch not in ("kde", "gaussian"):
-        raise ValueError(f"mismatch must be 'kde' or 'gaussian'; got {mismatch!r}")
+    if mismatch not in MISMATCHES:
+        raise ValueError(f"mismatch must be one of {MISMATCHES}; got {mismatch!r}")
     # EM needs small steps where g²/a is large (t → 0): the authors' grid refines the last 1/80 of [0, T] tenfold
     schedule = authors_schedule(process.T) if schedule is None else schedule
+    if mismatch == "log_ratio":
+        if dim not in (1, 2):
+            _check_grid_args(1.0, 8, dim)
+        if half_width is None or points is None:
+            raise ValueError("mismatch='log_ratio' solves on a grid: give half_width (the box [-L, L]^d) and points")
+        potential = getattr(score, "potential", None) if potential is None else potential
+        if potential is None:
+            raise ValueError(
+                "mismatch='log_ratio' needs the potential φ with score ∇φ: pass potential=... (or a PotentialScoreNet)"
+            )
+        # graded save times (fine towards the end time, where L and the mismatch change fastest): the bound's
+        # trapezoid rule integrates on them (relative quadrature error ≈ 2e-3 at 60 times, 2e-4 at 200 on §6.2)
+        times = graded_times(float(schedule.times[-1]), float(process.T), n_times, scale=1e-2)
+        solution = solve_log_ratio(
+            potential, process, half_width, points, times, dim=dim, rtol=rtol, atol=atol, dtype=dtype, device=device
+        )
+        return log_ratio_bound(solution, score, process, mass_floor=mass_floor)
     generator = torch.Generator(device=device).manual_seed(seed)
     grid = torch.tensor(schedule.times, dtype=torch.float64)
     # save times log-spaced towards the end time, where L(t) and the mismatch change fastest (the trapezoid rule
@@ -216,14 +587,9 @@ def estimate_derived_bound(
     problem = SDEProblem(drift, diffusion, x_T, (schedule.times[0], schedule.times[-1]), noise="additive")
     sol = solve(problem, "EM", "torch", timesteps=grid, saveat=grid[keep], generator=generator)
     times, lips, mism, bws = [], [], [], []
-    eye = torch.eye(dim, dtype=dtype, device=device).reshape(dim, 1, dim).expand(dim, n, dim)
     for t_k, x_k in zip(sol.t.tolist(), sol.x, strict=True):
-        t = torch.full((n,), t_k, dtype=dtype, device=device)
-        s, jac_cols = torch.func.vmap(lambda v, x=x_k, t=t: torch.func.jvp(lambda y: score(y, t), (x,), (v,)))(eye)
-        jac = jac_cols.permute(1, 2, 0)  # [n, d, d]: column i is ∂s/∂x_i
-        f, g2 = float(process.drift_coef(t_k)), float(process.g2(t_k))
-        velocity_jac = f * torch.eye(dim, dtype=dtype, device=device) - 0.5 * g2 * jac
-        lips.append(float(torch.linalg.matrix_norm(velocity_jac, ord=2).max()))
+        s, norms = _velocity_jacobian_norms(score, process, x_k, t_k)
+        lips.append(float(norms.max()))
         if mismatch == "kde":
             bandwidth = float(x_k.std(0).mean()) * n ** (-1.0 / (dim + 4))  # Scott's rule
             model_score = _kde_score(x_k, bandwidth)
@@ -231,7 +597,7 @@ def estimate_derived_bound(
             bandwidth = 0.0
             centred = x_k - x_k.mean(0)
             model_score = -torch.linalg.solve(torch.cov(centred.T).reshape(dim, dim), centred.T).T
-        diff = model_score - s[0]
+        diff = model_score - s
         mism.append(float((diff**2).sum(1).mean().sqrt()))
         times.append(t_k)
         bws.append(bandwidth)
@@ -240,5 +606,11 @@ def estimate_derived_bound(
     g2_a = process.g2(torch.as_tensor(times_a)).numpy()
     bound = derived_w2_bound(times_a, lips_a, g2_a, mism_a)
     return DerivedBound(
-        bound=bound, times=times_a, lipschitz=lips_a, mismatch=mism_a, bandwidths=np.asarray(bws)[order], n_samples=n
+        bound=bound,
+        times=times_a,
+        lipschitz=lips_a,
+        mismatch=mism_a,
+        bandwidths=np.asarray(bws)[order],
+        n_samples=n,
+        method=mismatch,
     )

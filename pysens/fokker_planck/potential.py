@@ -84,9 +84,17 @@ class PotentialScoreNet(nn.Module):
             raise ValueError(f"x must have shape [B, {self.dim}]; got {tuple(x.shape)}")
         t = time_like(t, x)
         h = torch.cat([t.expand(x.shape[0])[:, None], x], dim=1)
+        for module in self.chain():
+            h = module(h)
+        return h[:, 0]
+
+    def chain(self) -> list[nn.Module]:
+        """The MLP as the modules it applies in order to the input ``[t, x]`` ``[B, 1 + d]``: Linear, Softplus, …,
+        Linear (output ``[B, 1]``). The forward-Laplacian engine of the residual reads the network from it."""
+        modules: list[nn.Module] = []
         for layer in self.layers:
-            h = self.activation(layer(h))
-        return self.output(h)[:, 0]
+            modules += [layer, self.activation]
+        return [*modules, self.output]
 
     def forward(self, x: Tensor, t: Time) -> Tensor:
         """The score ∇_xφ_θ(x, t), shaped like ``x`` ``[B, d]``."""

@@ -126,7 +126,8 @@ def _check_process(process: object) -> DriftProcess:
 def _batch_times(t: Time, x: Tensor) -> Tensor:
     """``t`` as a ``[B]`` tensor on ``x``'s dtype and device (a 0-d time is repeated for every row)."""
     t = time_like(t, x)
-    return t.expand(x.shape[0]) if t.dim() == 0 else t
+    # a real copy, not a stride-0 view: forward-mode AD (torch.func.jvp) refuses to write into overlapping memory
+    return t.expand(x.shape[0]).clone() if t.dim() == 0 else t
 
 
 def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
@@ -507,6 +508,8 @@ def potential_derivatives(
     """
     _check_choice(laplacian, LAPLACIANS, "laplacian")
     _check_choice(time_derivative, TIME_DERIVATIVES, "time_derivative")
+    if isinstance(phi, PotentialScoreNet):  # the module's forward is the score; its potential is φ
+        phi = phi.potential
     chain, reason = _forward_chain(phi)
     engine = _resolve_engine(engine, chain, reason)
     potential = _sequential_potential(phi) if isinstance(phi, nn.Sequential) else phi

@@ -252,3 +252,15 @@ def test_bad_input_gives_clear_errors():
         log_fp_residual(net.potential, OU(), x, torch.linspace(0.1, 0.9, 8, dtype=DT), gauge_fix=True)
     with pytest.raises(TypeError, match="ForwardProcess or a NonlinearDriftProcess"):
         log_fp_residual(net.potential, "OU", x, t)
+
+
+@pytest.mark.parametrize("engine", ["forward", "func", "autograd"])
+def test_scalar_time_and_the_module_itself_give_the_batched_residual(engine):
+    """A float or 0-d time means the same time for every point, and a PotentialScoreNet stands for its potential."""
+    torch.manual_seed(0)
+    net = PotentialScoreNet(dim=2, hidden=16, depth=2).double()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    batched = log_fp_residual(net.potential, OU(), x, torch.full((6,), 0.7, dtype=torch.float64), engine=engine)
+    for t in (0.7, torch.tensor(0.7, dtype=torch.float64)):
+        for phi in (net.potential, net):
+            torch.testing.assert_close(log_fp_residual(phi, OU(), x, t, engine=engine), batched, rtol=0, atol=1e-12)

@@ -35,3 +35,61 @@ def test_trends_compare_against_the_floor():
     flat["10.0"] = row(0.0029, 0.0050, 0.0041, floor=0.01)
     trends = _trends(flat, [0.0, 0.1, 1.0, 10.0])
     assert trends["gap_shrinks"]["holds"] and not trends["gap_shrinks"]["beyond_floor"]
+
+
+def test_tiny_digits_study_has_finite_gaps_and_counts_out_of_range_samples(tmp_path):
+    import math
+
+    import torch
+
+    from pysens.fokker_planck.experiment import _digits_study
+
+    torch.set_num_threads(1)
+    res = _digits_study(
+        tmp_path,
+        [0.0, 1.0],
+        steps=20,
+        seed=0,
+        device="cpu",
+        progress=False,
+        log=lambda _: None,
+        n_samples=64,
+        sampler_steps=30,
+        hidden=16,
+        dsm_batch=32,
+        residual_batch=8,
+    )
+    for row in res["models"].values():
+        assert all(math.isfinite(v) for v in row["gap_sliced"].values())
+        assert set(row["out_of_range"]) == {"ode", "sde"}
+        # the Gaussian base keeps even an untrained model's samples in range (pixels in [-1, 1])
+        assert row["out_of_range"] == {"ode": 0, "sde": 0} and max(row["max_abs"].values()) < 10
+    assert res["sanity"]["all_in_range"] and math.isfinite(res["sanity"]["first_w_sde_truth_over_floor"])
+    assert set(res["trends"]) >= {"gap_shrinks", "ode_improves_at_moderate_w", "sde_degrades"}
+    assert (tmp_path / "models" / "digits_w1.0.pt").exists()
+
+
+def test_geometric_schedule_is_log_spaced_down_to_t_end():
+    import pytest
+
+    from pysens.fokker_planck.gap import geometric_schedule
+
+    s = geometric_schedule(10.0, 1e-3, 4)
+    assert s.times[0] == 10.0 and s.times[-1] == 1e-3 and s.n_steps == 4 and s.final_noise_free
+    ratios = [b / a for a, b in zip(s.times, s.times[1:], strict=False)]
+    assert max(ratios) - min(ratios) < 1e-12
+    with pytest.raises(ValueError):
+        geometric_schedule(10.0, 0.0, 4)
+
+
+def test_count_out_of_range_flags_non_finite_and_large_samples():
+    import torch
+
+    from pysens.fokker_planck.experiment import _count_out_of_range
+
+    x = torch.zeros(5, 64)
+    x[1, 3] = float("nan")
+    x[2, 0] = float("inf")
+    x[3, 7] = -11.0
+    x[4, 2] = 9.9
+    assert _count_out_of_range(x) == 3

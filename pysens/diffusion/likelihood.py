@@ -27,6 +27,7 @@ from pysens.diffusion.processes import ForwardProcess, expand_as_batch, resolve_
 from pysens.diffusion.sampling import ScoreModel, check_cutoff, check_score_model
 from pysens.solvers import ODEProblem, Solution, solve
 from pysens.solvers.layout import StateLayout
+from pysens.solvers.methods import with_compaction
 from pysens.solvers.problem import check_state
 from pysens.solvers.solution import SolvedResult
 
@@ -104,6 +105,8 @@ def log_likelihood(
         return layout.pack(x=dx, delta=ddelta)
 
     z0 = layout.pack(x=x, delta=torch.zeros(x.shape[0], dtype=x.dtype, device=x.device))
+    if probes is None:  # the Hutchinson right-hand side closes over per-sample probes, so it keeps the full batch
+        solve_kwargs = with_compaction(method, backend, solve_kwargs)
     sol = solve(
         ODEProblem(rhs, z0, (t0, process.T), name="likelihood"), method, backend, rtol=rtol, atol=atol, **solve_kwargs
     )

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch, resolve_process
 from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, solve
+from pysens.solvers.methods import with_compaction
 from pysens.solvers.problem import check_state
 from pysens.solvers.solution import SolvedResult
 
@@ -79,13 +80,16 @@ def sample_pf_ode(
     """Integrate the probability-flow ODE from ``x_T`` (at T) down to ``t1`` (default ``process.t_eps``).
 
     Tolerances default to score_sde's (1e-5). ``saveat`` (times from T down to t1) keeps the trajectory in
-    ``result.solution``.
+    ``result.solution``. Explicit torch methods run with ``compact=True`` (finished samples leave the batch; see
+    :mod:`pysens.solvers.explicit`) unless ``compact=False`` is passed: the score must be a function of (x, t) row
+    by row, as the score interface says, not close over per-sample tensors.
     """
     process = resolve_process(process)
     check_state(x_T, "x_T")
     check_score_model(score, x_T, "x_T")
     t1 = check_cutoff(process, t1)
     problem = ODEProblem(pf_ode_drift(score, process), x_T, (process.T, t1), name="pf-ode")
+    solve_kwargs = with_compaction(method, backend, solve_kwargs)
     sol = solve(problem, method, backend, rtol=rtol, atol=atol, saveat=saveat, **solve_kwargs)
     return SampleResult(x=sol.final, x_T=x_T, solution=sol)
 

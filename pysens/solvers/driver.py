@@ -53,13 +53,14 @@ def rms(v: Tensor) -> Tensor:
 
 
 class Counter:
-    """Wraps a right-hand side: casts per-sample times to the state's dtype and counts calls."""
+    """Wraps a right-hand side: casts per-sample times to the state's dtype, counts calls and the rows evaluated."""
 
     def __init__(self, f, dtype: torch.dtype):
-        self.f, self.dtype, self.n = f, dtype, 0
+        self.f, self.dtype, self.n, self.rows = f, dtype, 0, 0
 
     def __call__(self, t: Tensor, x: Tensor) -> Tensor:
         self.n += 1
+        self.rows += x.shape[0]
         return self.f(t.to(self.dtype), x)
 
 
@@ -311,5 +312,5 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
         backend="torch",
         sample_retcodes=codes,
         t_final=t.to(dtype),
-        extra=dict(w.extra),
+        extra={"f_rows": stepper.f.rows, **w.extra},
     )

@@ -37,11 +37,28 @@ LINEAR_OPTIONS = ("linsolve", "krylov_dim", "krylov_restarts", "krylov_tol", "pr
 
 _ADD, _DIAG = ("additive",), ("additive", "diagonal")
 _LIN = LINEAR_OPTIONS
+# compact=True (torch): once 5% of the batch has finished, evaluate f on the unfinished rows only. Needs an f
+# whose rows do not depend on which other rows are passed (no closure over per-sample tensors); other backends
+# accept and ignore it.
+EXPLICIT_OPTIONS = ("compact",)
+_EXPL = EXPLICIT_OPTIONS
 _TABLE = (
     # explicit ODE methods
-    MethodInfo("Euler", "ode", 1, False, False, ("torch", "julia"), (), "explicit Euler, fixed step"),
-    MethodInfo("Heun", "ode", 2, True, False, ("torch", "julia"), (), "explicit trapezoid with embedded Euler"),
-    MethodInfo("RK4", "ode", 4, False, False, ("torch", "julia"), (), "classical Runge–Kutta (fixed step on torch)"),
+    MethodInfo("Euler", "ode", 1, False, False, ("torch", "julia"), (), "explicit Euler, fixed step", options=_EXPL),
+    MethodInfo(
+        "Heun", "ode", 2, True, False, ("torch", "julia"), (), "explicit trapezoid with embedded Euler", options=_EXPL
+    ),
+    MethodInfo(
+        "RK4",
+        "ode",
+        4,
+        False,
+        False,
+        ("torch", "julia"),
+        (),
+        "classical Runge–Kutta (fixed step on torch)",
+        options=_EXPL,
+    ),
     MethodInfo(
         "DP5",
         "ode",
@@ -51,10 +68,21 @@ _TABLE = (
         ("torch", "scipy", "julia"),
         ("RK45", "dopri5"),
         "Dormand–Prince 5(4) with 4th-order dense output",
+        options=_EXPL,
     ),
-    MethodInfo("Tsit5", "ode", 5, True, False, ("torch", "julia"), (), "Tsitouras 5(4) with dense output"),
     MethodInfo(
-        "DP8", "ode", 8, True, False, ("torch", "scipy", "julia"), ("DOP853", "dop853"), "Dormand–Prince 8(5,3)"
+        "Tsit5", "ode", 5, True, False, ("torch", "julia"), (), "Tsitouras 5(4) with dense output", options=_EXPL
+    ),
+    MethodInfo(
+        "DP8",
+        "ode",
+        8,
+        True,
+        False,
+        ("torch", "scipy", "julia"),
+        ("DOP853", "dop853"),
+        "Dormand–Prince 8(5,3)",
+        options=_EXPL,
     ),
     MethodInfo("Vern7", "ode", 7, True, False, ("julia",), (), "Verner's efficient 7(6)"),
     MethodInfo("Vern9", "ode", 9, True, False, ("julia",), (), "Verner's efficient 9(8)"),
@@ -219,6 +247,15 @@ _ALIASES: dict[str, str] = {alias.lower(): m.name for m in _TABLE for alias in (
 
 class MethodNotAvailable(ValueError):
     """A method name that does not exist, or that the chosen backend does not provide."""
+
+
+def with_compaction(method: str, backend: str, solve_kwargs: dict) -> dict:
+    """``solve_kwargs`` with ``compact=True`` added when ``method`` runs on torch and takes it (explicit methods),
+    unless the caller chose; for pysens's own samplers, whose right-hand sides are row-wise in the state."""
+    info = METHODS.get(_ALIASES.get(method.lower(), ""), None) if isinstance(method, str) else None
+    if backend == "torch" and info is not None and "compact" in info.options and "compact" not in solve_kwargs:
+        return {**solve_kwargs, "compact": True}
+    return solve_kwargs
 
 
 def methods_for(backend: str, kind: str | None = None) -> list[str]:

@@ -161,6 +161,11 @@ class Outcome:
     nf: int
     retcode: str = "Success"
     extra: dict = field(default_factory=dict)
+    rows: int | None = None  # batch rows the RHS evaluated (pysens compaction); None: nf × batch
+
+    @property
+    def row_evaluations(self) -> int:
+        return self.rows if self.rows is not None else self.nf * self.value.shape[0]
 
 
 @dataclass
@@ -280,6 +285,7 @@ def sweep(
                 if r == 0:
                     p["error"] = error(out)
                     p["nf"] = out.nf
+                    p["rows"] = out.row_evaluations
                     p.update(out.extra)
     result = []
     for p in points.values():
@@ -301,11 +307,15 @@ def _curve(points: list[dict], setup: str, work: str = "time_min") -> tuple[list
 
 def compare(points: list[dict], peer: str, ours: str, peer_points: list[dict] | None = None) -> dict:
     """:func:`matched_error_ratios` of two setups' sweeps (``peer_points`` when the peer's live elsewhere), with the
-    same ratio for right-hand-side calls (``nf_geomean``): time = calls × cost per call, so the two tell fewer steps
-    from cheaper steps."""
+    same ratio for right-hand-side calls (``nf_geomean``) and for the batch rows those calls evaluated
+    (``rows_geomean``; pysens evaluates only unfinished samples): time ≈ rows × cost per row, so the ratios tell fewer
+    steps from cheaper steps."""
     peer_points = points if peer_points is None else peer_points
     r = matched_error_ratios(_curve(peer_points, peer), _curve(points, ours))
     r["nf_geomean"] = matched_error_ratios(_curve(peer_points, peer, "nf"), _curve(points, ours, "nf"))["geomean"]
+    if all("rows" in p for p in peer_points + points if p["retcode"] == "Success"):
+        rows = matched_error_ratios(_curve(peer_points, peer, "rows"), _curve(points, ours, "rows"))
+        r["rows_geomean"] = rows["geomean"]
     return r
 
 
@@ -481,7 +491,7 @@ def run_likelihood(cfg: argparse.Namespace, say: Callable[[str], None]) -> dict:
                 generator=torch.Generator(device=device).manual_seed(cfg.seed + 2),
                 terminal_log_density=terminal(model),
             )
-            return Outcome(r.log_density, r.stats.nf, r.retcode)
+            return Outcome(r.log_density, r.stats.nf, r.retcode, rows=r.solution.extra.get("f_rows"))
 
         return Case(name, run, knobs, {"path": "pysens", "method": method, "backend": backend, **meta})
 
@@ -739,7 +749,7 @@ def run_sampling(cfg: argparse.Namespace, say: Callable[[str], None]) -> dict:
     def pysens_case(method: str, knobs, score=model) -> Case:
         def run(tol: float) -> Outcome:
             r = sample_pf_ode(score, process, x_T, t1=t1, method=method, rtol=tol, atol=tol)
-            return Outcome(r.x, r.stats.nf, r.retcode)
+            return Outcome(r.x, r.stats.nf, r.retcode, rows=r.solution.extra.get("f_rows"))
 
         return Case(f"pysens {method}", run, knobs, {"path": "pysens", "dtype": "float32"})
 

@@ -38,6 +38,11 @@ def _num(v, spec: str = ".2g") -> str:
     return format(v, spec)
 
 
+def _times(v) -> str:
+    text = _num(v, ".2f")
+    return text if text == "–" else text + "×"
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -262,8 +267,8 @@ def _ratio_rows(ratios: dict) -> list[list[str]]:
                     setup,
                     peer,
                     f"**{r['geomean']:.2f}×** ({r['min']:.2f}–{r['max']:.2f})",
-                    _num(r.get("nf_geomean"), ".2f") + "×",
-                    _num(r.get("rows_geomean"), ".2f") + "×",
+                    _times(r.get("nf_geomean")),
+                    _times(r.get("rows_geomean")),
                 ]
             )
     return rows

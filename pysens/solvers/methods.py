@@ -38,9 +38,9 @@ LINEAR_OPTIONS = ("linsolve", "krylov_dim", "krylov_restarts", "krylov_tol", "pr
 _ADD, _DIAG = ("additive",), ("additive", "diagonal")
 _LIN = LINEAR_OPTIONS
 # compact=True (torch): once 5% of the batch has finished, evaluate f on the unfinished rows only. Needs an f
-# whose rows do not depend on which other rows are passed (no closure over per-sample tensors); other backends
-# accept and ignore it.
+# whose rows do not depend on which other rows are passed (no closure over per-sample tensors). Torch only.
 EXPLICIT_OPTIONS = ("compact",)
+TORCH_ONLY_OPTIONS = ("compact",)
 _EXPL = EXPLICIT_OPTIONS
 _TABLE = (
     # explicit ODE methods

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .backends import get_backend
-from .methods import check_noise, resolve_method
+from .methods import TORCH_ONLY_OPTIONS, check_noise, resolve_method
 from .options import build_options
 from .problem import ODEProblem, SDEProblem
 from .solution import Solution
@@ -84,6 +84,9 @@ def solve(
     if unknown:
         accepted = ", ".join(info.options) or "none"
         raise TypeError(f"unknown solve options for {info.name}: {', '.join(unknown)} (it accepts: {accepted})")
+    torch_only = sorted(set(options) & set(TORCH_ONLY_OPTIONS))
+    if torch_only and backend != "torch":
+        raise TypeError(f"{', '.join(torch_only)}: a torch-backend option; backend {backend!r} does not take it")
     if isinstance(opts.atol, torch.Tensor):
         try:
             torch.broadcast_shapes(opts.atol.shape, problem.x0.shape)

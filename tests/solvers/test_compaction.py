@@ -49,3 +49,8 @@ def test_compact_must_be_a_bool_and_only_for_methods_that_take_it():
         solve(p, "Tsit5", compact=1)
     with pytest.raises(TypeError, match="unknown solve options for Rodas5P: compact"):
         solve(p, "Rodas5P", compact=True)
+
+
+def test_compact_is_refused_on_backends_that_do_not_take_it():
+    with pytest.raises(TypeError, match="compact: a torch-backend option; backend 'scipy' does not take it"):
+        solve(cubic_decay(4), "DP5", "scipy", compact=True)

@@ -60,8 +60,8 @@ from tqdm.auto import tqdm
 
 from pysens.artifacts import save_figure, write_json
 from pysens.bench.peers import BENCH_EXTRA, available_peers, torchsde_setup
-from pysens.bench.sensitivity_cost import _timed
-from pysens.bench.work_precision import Setup, _PeakRSS, work_precision
+from pysens.bench.sensitivity_cost import timed_interleaved
+from pysens.bench.work_precision import PeakRSS, Setup, work_precision
 from pysens.diffusion import VP, ConvScore, GaussianMixtureScore, digits, load_checkpoint
 from pysens.diffusion.divergence import exact_divergence, hutchinson_divergence, hutchinson_probes
 from pysens.diffusion.likelihood import log_likelihood
@@ -204,7 +204,7 @@ def measure(fn: Callable[[], object], device: torch.device) -> Measured:
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     _synchronize(device)
-    with _PeakRSS() as mem:
+    with PeakRSS() as mem:
         start = time.perf_counter()
         result = fn()
         _synchronize(device)
@@ -876,7 +876,7 @@ def run_sensitivity(cfg: argparse.Namespace, say: Callable[[str], None]) -> dict
         }
         say(f"sensitivity: {label}, B = {x_T.shape[0]}, {cfg.sensitivity_steps} Heun steps, median of {cfg.runs}")
         walls = {}
-        for name, (wall, res) in _timed(cases, cfg.runs).items():
+        for name, (wall, res) in timed_interleaved(cases, cfg.runs).items():
             _, peak, rss, _ = measure(cases[name], device)
             walls[name] = wall
             rows.append(
@@ -904,7 +904,7 @@ def run_sensitivity(cfg: argparse.Namespace, say: Callable[[str], None]) -> dict
     return {
         "problem": {
             "grid": f"Karras (rho 7), {cfg.sensitivity_steps} Heun steps, fixed (the same NFE in every case)",
-            "timing": "median of --runs interleaved rounds after a warm-up (pysens.bench.sensitivity_cost._timed)",
+            "timing": "median of --runs interleaved rounds after a warm-up (sensitivity_cost.timed_interleaved)",
             "perturbations": {
                 "digits": "remove 10 images of digit 3 (data_edit)",
                 "mixture": "reweight towards component 0 (GaussianMixtureMeasure − ModelMeasure)",

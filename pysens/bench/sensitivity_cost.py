@@ -31,7 +31,7 @@ from pysens.diffusion.sampling import sample_pf_ode
 from pysens.sensitivity import data_edit, karras_timesteps, sample_sensitivity
 
 
-def _timed(cases: dict, runs: int) -> dict[str, tuple[float, object]]:
+def timed_interleaved(cases: dict, runs: int) -> dict[str, tuple[float, object]]:
     """Median wall time of each case over ``runs`` rounds, after one warm-up round. The cases are interleaved
     round by round, so that load from other processes on a shared machine falls on all of them alike."""
     results = {name: fn() for name, fn in cases.items()}  # warm-up: first-call allocations and dispatch caches
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         if progress is not None:
             progress(f"divergence={divergence}")
         timing = {}
-        for name, (wall, res) in _timed(cases, args.runs).items():
+        for name, (wall, res) in timed_interleaved(cases, args.runs).items():
             timing[name] = wall
             rows.append(
                 {

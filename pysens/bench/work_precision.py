@@ -212,7 +212,7 @@ def _fmt(v, spec: str = "10.2e", missing: str = "nan") -> str:
     return format(v, spec) if _finite(v) else format("nan", ">" + width)
 
 
-class _PeakRSS:
+class PeakRSS:
     """Peak resident set size during a block, sampled every millisecond from /proc/self/statm."""
 
     def __init__(self):
@@ -704,7 +704,7 @@ def _point(target: _Target, setup: Setup, atol, rtol, dt, t_err, extra, runs: in
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
                 torch.cuda.synchronize(device)
-            with _PeakRSS() as mem:
+            with PeakRSS() as mem:
                 start = time.perf_counter()
                 sol = setup.solve(problem, **kwargs)
                 if cuda:

@@ -339,10 +339,17 @@ def _plot_authors(out: Path, folder: Path, datasets: Sequence[str], residuals: d
 
 
 def _trends(rows: dict[str, dict[str, Any]], weights: Sequence[float]) -> dict[str, Any]:
-    """The three trends, each with the numbers it rests on and whether the differences clear the floor."""
-    gap = [rows[str(w)]["gap"]["ode_sde"] for w in weights]
-    ode = [rows[str(w)]["gap"]["ode_truth"] for w in weights]
-    sde = [rows[str(w)]["gap"]["sde_truth"] for w in weights]
+    """The three trends, each with the numbers it rests on and whether the differences clear the floor.
+
+    A distance that is missing or NaN (every sample of a set left the grid, so grid W2 is undefined) counts as
+    infinitely far: such a model is worse than any model whose samples stay on the grid."""
+
+    def distance(v) -> float:
+        return math.inf if v is None or not math.isfinite(v) else float(v)
+
+    gap = [distance(rows[str(w)]["gap"]["ode_sde"]) for w in weights]
+    ode = [distance(rows[str(w)]["gap"]["ode_truth"]) for w in weights]
+    sde = [distance(rows[str(w)]["gap"]["sde_truth"]) for w in weights]
     floor = max(rows[str(w)]["gap"]["floor"] for w in weights)
     best_ode = min(ode[1:])
     return {

@@ -35,6 +35,12 @@ def test_trends_compare_against_the_floor():
     flat["10.0"] = row(0.0029, 0.0050, 0.0041, floor=0.01)
     trends = _trends(flat, [0.0, 0.1, 1.0, 10.0])
     assert trends["gap_shrinks"]["holds"] and not trends["gap_shrinks"]["beyond_floor"]
+    # a model whose samples all left the grid (grid W2 undefined: NaN or missing) is worse than any on the grid
+    gone = dict(rows)
+    gone["10.0"] = row(float("nan"), None, float("nan"))
+    trends = _trends(gone, [0.0, 0.1, 1.0, 10.0])
+    assert trends["sde_degrades"]["holds"] and trends["sde_degrades"]["beyond_floor"]
+    assert not trends["gap_shrinks"]["holds"] and trends["ode_improves_at_moderate_w"]["holds"]
 
 
 def test_tiny_digits_study_has_finite_gaps_and_counts_out_of_range_samples(tmp_path):

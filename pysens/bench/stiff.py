@@ -121,19 +121,22 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     results = {}
     started = time.perf_counter()
 
-    p, exact = linear(d)
-    wp = work_precision(
-        p,
-        setups(krylov=False),
-        abstols,
-        reltols,
-        reference=exact,
-        runs=args.runs,
-        name="linear",
-        progress=_reporter("linear", progress),
-    )
-    _add_tsit5(wp, p, exact, abstols, reltols, args.runs)
-    results["linear"] = wp
+    def exact_sweep(name: str, problem, exact):
+        """The dense-Jacobian setups against an exact solution, plus one Tsit5 point."""
+        wp = work_precision(
+            problem,
+            setups(krylov=False),
+            abstols,
+            reltols,
+            reference=exact,
+            runs=args.runs,
+            name=name,
+            progress=_reporter(name, progress),
+        )
+        _add_tsit5(wp, problem, exact, abstols, reltols)
+        return wp
+
+    results["linear"] = exact_sweep("linear", *linear(d))
 
     p = vdp(d // 2, T=100.0 if args.quick else 300.0)
     wp = work_precision(
@@ -150,19 +153,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     )
     results["vdp"] = wp
 
-    p, exact = heat(d)
-    wp = work_precision(
-        p,
-        setups(krylov=False),
-        abstols,
-        reltols,
-        reference=exact,
-        runs=args.runs,
-        name="heat",
-        progress=_reporter("heat", progress),
-    )
-    _add_tsit5(wp, p, exact, abstols, reltols, args.runs)
-    results["heat"] = wp
+    results["heat"] = exact_sweep("heat", *heat(d))
 
     summary = {}
     for key, wp in results.items():
@@ -191,7 +182,7 @@ def _reporter(problem: str, progress: Callable[[str], None] | None) -> Callable[
     return lambda msg: print(f"  {problem}:", msg, flush=True)
 
 
-def _add_tsit5(wp, problem, exact, abstols, reltols, runs) -> None:
+def _add_tsit5(wp, problem, exact, abstols, reltols) -> None:
     """Tsit5 at the loosest tolerance and one timed run only: on these problems its cost is set by stability, not
     accuracy, so tighter tolerances cost the same steps and repeats only lengthen the run (it is 10–100× slower)."""
     extra = work_precision(

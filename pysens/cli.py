@@ -8,15 +8,12 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import torch
-
     from pysens.demo import DEMOS
+    from pysens.runtime import apply_runtime_options
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    status = apply_runtime_options(args)
+    if status:
+        return status
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = args.steps or {"mixture": 3000, "digits": 3000}[args.dataset]

@@ -43,6 +43,7 @@ from pysens.fokker_planck.potential import (
 )
 from pysens.fokker_planck.residual import residual_functional
 from pysens.fokker_planck.training import train_fp_regularised
+from pysens.runtime import apply_runtime_options
 
 __all__ = ["DIGEST_RESIDUALS", "DIGEST_W2_TABLE", "add_cli", "build_parser", "reproduce_authors", "run", "train_study"]
 
@@ -744,11 +745,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def run(args: argparse.Namespace) -> int:
     """Run the study described by ``args`` (see :func:`build_parser`); writes ``report.json`` into ``--out``."""
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    status = apply_runtime_options(args)
+    if status:
+        return status
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

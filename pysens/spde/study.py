@@ -35,6 +35,7 @@ from torch import Tensor
 
 from pysens.artifacts import save_figure, write_json
 from pysens.diffusion import MLPScore, digits, read_checkpoint, train
+from pysens.runtime import apply_runtime_options
 
 from .ddpm import WhiteNoisePlugin, sample_with_statistics
 from .metrics import FeatureClassifier, correlate, frechet_distance, sliced_w2, w2_distance
@@ -414,11 +415,9 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but torch sees no CUDA device")
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    status = apply_runtime_options(args)
+    if status:
+        return status
     report = run_study(config_from_args(args))
     print(json.dumps(report["nfe"]))
     return 0

@@ -187,7 +187,10 @@ class RunFolder:
         if self.stage is not None:
             raise RuntimeError("this RunFolder is already open")
         self._check_path()
-        holder = self._lock.acquire(f"pysens {self.kind} (pid {os.getpid()}, run {self.run_id})")
+        try:
+            holder = self._lock.acquire(f"pysens {self.kind} (pid {os.getpid()}, run {self.run_id})")
+        except OSError as err:  # e.g. a read-only file system, or no write permission that os.access could see
+            raise RunFolderError(f"{self.option} {self.path}: cannot write in {self.home} ({err.strerror})") from None
         if holder is not None:
             raise RunFolderError(
                 f"{self.option} {self.path} is in use by another live run: {holder}; wait for it to end or choose "

@@ -93,12 +93,15 @@ def run_suite(
     quick: bool = False,
     extra: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
+    into: str | Path | None = None,
 ) -> int:
-    """Run one suite with its output below ``out``; returns its exit status."""
+    """Run one suite with its output below ``out`` (exactly in ``into`` when given: the stage of its run folder);
+    returns its exit status."""
     if name not in SUITES:
         raise ValueError(f"unknown benchmark suite {name!r}; known: {', '.join(SUITES)}")
     suite = SUITES[name]
-    argv = ["--out", str(Path(out) / suite.folder if suite.folder else Path(out)), *extra]
+    target = Path(into) if into is not None else Path(out) / suite.folder if suite.folder else Path(out)
+    argv = ["--out", str(target), *extra]
     if quick:
         if not suite.quick:
             raise ValueError(f"suite {name!r} has no --quick mode; pass its own size options after --")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pysens.artifacts import save_figure, write_json
+from pysens.commands.ode_sde_gap import build_parser
 from pysens.fokker_planck.bound import (
     derived_w2_bound,
     estimate_derived_bound,
@@ -31,7 +32,7 @@ from pysens.fokker_planck.bound import (
     log_ratio_bound,
     solve_log_ratio,
 )
-from pysens.fokker_planck.data import TOY_DATASETS, sample_toy
+from pysens.fokker_planck.data import sample_toy
 from pysens.fokker_planck.gap import Grid, authors_schedule, ode_sde_gap, w2_grid
 from pysens.fokker_planck.potential import (
     AUTHORS_DATASETS,
@@ -697,52 +698,6 @@ def _plot_trained(out: Path, samples: dict, results: dict, datasets: Sequence[st
     plt.close(fig)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description="ODE-SDE gap through the Fokker-Planck equation")
-    parser.add_argument("--out", default="runs/ode_sde_gap", help="output folder (report.json and PNGs)")
-    parser.add_argument("--part", choices=["all", "reproduce", "train"], default="all")
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        choices=AUTHORS_DATASETS,
-        default=list(AUTHORS_DATASETS),
-        help="datasets for the authors' table and residuals",
-    )
-    parser.add_argument("--residual-points", type=int, default=200_000, help="R̃ points per checkpoint (uniform)")
-    parser.add_argument(
-        "--gap-samples",
-        type=int,
-        default=5000,
-        help="samples per set for our sampler on the authors' blob checkpoints (>= 200000 for the "
-        "acceptance check; ~20 min per checkpoint on one core)",
-    )
-    parser.add_argument("--gap-datasets", nargs="*", choices=AUTHORS_DATASETS, default=["blob"])
-    parser.add_argument(
-        "--bound-datasets",
-        nargs="*",
-        choices=AUTHORS_DATASETS,
-        default=["blob"],
-        help="checkpoints whose derived bound is computed with the log-ratio PDE (~20 s each on one core)",
-    )
-    parser.add_argument("--train-datasets", nargs="+", choices=TOY_DATASETS, default=["blob"])
-    parser.add_argument("--train-steps", type=int, default=1500, help="training (or fine-tuning) steps per w_R")
-    parser.add_argument("--pretrain-steps", type=int, default=0, help="shared DSM pretraining (0: from scratch)")
-    parser.add_argument(
-        "--residual-t",
-        choices=["uniform", "stratified"],
-        default="uniform",
-        help="time sampling of the residual's collocation points",
-    )
-    parser.add_argument("--train-gap-samples", type=int, default=5000)
-    parser.add_argument("--digits", action="store_true", help="also train on sklearn digits (Hutchinson Laplacian)")
-    parser.add_argument("--digits-steps", type=int, default=1500, help="training steps per w_R on digits")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--quiet", action="store_true")
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the study described by ``args`` (see :func:`build_parser`); writes ``report.json`` into ``--out``."""
     status = apply_runtime_options(args)
@@ -810,10 +765,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register the ``ode-sde-gap`` verb on a ``pysens`` subparsers object."""
-    parser = subparsers.add_parser(
-        "ode-sde-gap", help="reproduce the authors' ODE-SDE gap table and residuals; train regularised models"
-    )
-    build_parser(parser)
-    parser.set_defaults(func=run)
-    return parser
+    """Register the ``ode-sde-gap`` verb on a ``pysens`` subparsers object; its options (:func:`build_parser`) live in
+    :mod:`pysens.commands.ode_sde_gap`, light so that ``--help`` imports no torch."""
+    from pysens.commands import add_verb, verb_module
+
+    return add_verb(subparsers, verb_module("ode-sde-gap"))

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from pysens.artifacts import save_figure, write_json
+from pysens.commands.retraining_study import add_arguments
 from pysens.diffusion import VP, MLPScore, digits, expand_as_batch, train
 from pysens.diffusion.sampling import sample_pf_ode
 from pysens.sensitivity.evaluation import entropic_ot_displacement, sensitivity_correlation
@@ -371,38 +372,6 @@ def _plot(path: Path, runs: list[dict], arrays: list[dict], cfg: RetrainingConfi
 # -- command line ----------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The study's options, shared by the CLI verb and ``benchmarks/retraining_study.py``."""
-    d = RetrainingConfig()
-    parser.add_argument("--out", default="runs/retraining_study", help="output folder (JSON + PNG)")
-    parser.add_argument("--edit", choices=EDITS, default=d.edit, help="remove images of a class, or add them back")
-    parser.add_argument("--digit", type=int, default=d.digit, help="class whose images are edited")
-    parser.add_argument("--count", type=int, default=d.count, help="number of images edited")
-    parser.add_argument("--mode", choices=MODES, default=d.mode, help="fine-tune (with a control) or retrain")
-    parser.add_argument("--convention", choices=EDIT_CONVENTIONS, default=d.convention, help="how ε is read off")
-    parser.add_argument(
-        "--bandwidth", type=float, default=d.bandwidth, help="pre-smooth the edited images (data units; default none)"
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=d.seeds, help="training seeds")
-    parser.add_argument("--steps", type=int, default=d.steps, help="base training steps")
-    parser.add_argument("--finetune-steps", type=int, default=d.finetune_steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
-    parser.add_argument("--hidden", type=int, default=d.hidden, help="MLP width")
-    parser.add_argument("--depth", type=int, default=d.depth, help="MLP hidden layers")
-    parser.add_argument("--samples", type=int, default=d.samples, help="noise seeds per training seed")
-    parser.add_argument("--t1", type=float, default=d.t1, help="sampler cut-off")
-    parser.add_argument("--method", default=d.method, help="ODE method (SciML name)")
-    parser.add_argument("--rtol", type=float, default=d.rtol)
-    parser.add_argument("--atol", type=float, default=d.atol)
-    parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
-    parser.add_argument("--no-denoise", dest="denoise", action="store_false", help="no final Tweedie denoising step")
-    parser.add_argument("--ot-reg", type=float, default=d.ot_reg, help="entropic regularisation / mean cost")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the one-core budget)")
-    parser.add_argument("--quiet", action="store_true")
-
-
 def config_from_args(args: argparse.Namespace) -> RetrainingConfig:
     names = RetrainingConfig.__dataclass_fields__
     return RetrainingConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -427,11 +396,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register the ``retraining-study`` verb on an argparse ``subparsers`` object (``pysens retraining-study``)."""
-    parser = subparsers.add_parser(
-        "retraining-study",
-        help="predict how samples change when training data change, and compare with fine-tuning/retraining",
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run_from_args)
-    return parser
+    """Register the ``retraining-study`` verb on an argparse ``subparsers`` object (``pysens retraining-study``); its
+    options live in :mod:`pysens.commands.retraining_study` (light, so that ``--help`` imports no torch)."""
+    from pysens.commands import add_verb, verb_module
+
+    return add_verb(subparsers, verb_module("retraining-study"))

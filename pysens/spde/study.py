@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from pysens.artifacts import save_figure, write_json
+from pysens.commands.siem_study import add_arguments as add_arguments  # re-exported for benchmarks/siem_study.py
 from pysens.diffusion import MLPScore, digits, read_checkpoint, train
 from pysens.runtime import apply_runtime_options
 
@@ -374,24 +375,6 @@ def _mu_figure(rows: list[dict], curves: list[dict], path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``siem-study`` options (shared by the CLI verb and benchmarks/siem_study.py)."""
-    d = StudyConfig()
-    parser.add_argument("--out", default=d.out, help="output folder (report.json, figures, checkpoints/)")
-    parser.add_argument("--checkpoints", type=int, default=d.checkpoints, help="checkpoints per width (>= 12 in all)")
-    parser.add_argument("--train-steps", type=int, default=d.train_steps, help="training steps of the last checkpoint")
-    parser.add_argument("--first-step", type=int, default=d.first_step, help="training steps of the first checkpoint")
-    parser.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="MLP hidden widths")
-    parser.add_argument("--particles", type=int, default=d.n_particles, help="particles per sampling run")
-    parser.add_argument("--runs", type=int, default=d.n_runs, help="sampling runs (seeds) per configuration")
-    parser.add_argument("--targets", type=int, default=d.n_targets, help="held-out real digits for the targets")
-    parser.add_argument("--boot", type=int, default=d.n_boot, help="bootstrap resamples for the intervals")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default=d.device, help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="a tiny run (smoke test, ~1 minute)")
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:

@@ -14,6 +14,8 @@ from pysens.diffusion.networks import (
 )
 from pysens.diffusion.processes import EDM, VE, VP
 
+EPS64 = torch.finfo(torch.float64).eps
+
 
 @pytest.mark.parametrize("event_shape", [2, (3, 4)])
 def test_mlp_shapes_and_time_forms(event_shape):
@@ -22,7 +24,10 @@ def test_mlp_shapes_and_time_forms(event_shape):
     x = torch.randn(shape, dtype=torch.float64)
     for t in (0.3, torch.tensor(0.3, dtype=torch.float64), torch.full((5,), 0.3, dtype=torch.float64)):
         assert net(x, t).shape == shape
-    torch.testing.assert_close(net(x, 0.3), net(x, torch.full((5,), 0.3, dtype=torch.float64)), rtol=0, atol=0)
+    # A 0-d time and a [B] time reach α_t, β_t through different kernels (scalar vs vectorised exp/log/sqrt, which
+    # may differ by an ulp); the network then amplifies that by O(1). 16 ulps of the largest output bounds it.
+    full = net(x, torch.full((5,), 0.3, dtype=torch.float64))
+    torch.testing.assert_close(net(x, 0.3), full, rtol=0, atol=16 * EPS64 * float(full.detach().abs().max()))
 
 
 @pytest.mark.parametrize("image_size", [8, 28])
@@ -53,7 +58,13 @@ def test_score_is_minus_predicted_noise_over_beta(process):
     t = torch.tensor([0.1, 0.3, 0.5, 1.0], dtype=torch.float64) * process.T
     a, b = process.scale(t)[:, None], process.sigma(t)[:, None]
     eps = net.predict_noise(x / torch.sqrt(a**2 + b**2), torch.log(b[:, 0]))
-    torch.testing.assert_close(net(x, t), -eps / b, rtol=1e-15, atol=0)
+    expected = -eps / b
+    # The network preconditions with rsqrt(α²+β²)·x, this test with x/sqrt(α²+β²): the inputs differ by at most three
+    # roundings (≤ 3 ulps relative), the MLP (2 layers of width 16) maps that to a few ulps of its largest output,
+    # and the final −ε/β is the same operation on both sides. Elementwise relative error is meaningless for the
+    # entries that cancel to near 0, so the bound is normwise: 16 ulps of max|score| (measured ≤ 3.4 ulps over 600
+    # draws with ATEN_CPU_CAPABILITY = default, avx2 and avx512).
+    torch.testing.assert_close(net(x, t), expected, rtol=0, atol=16 * EPS64 * float(expected.detach().abs().max()))
 
 
 def _sample_input(net):

@@ -2,7 +2,8 @@
 
 import argparse
 
-from pysens.fokker_planck.experiment import _trends, add_cli, run
+from pysens.commands.ode_sde_gap import run
+from pysens.fokker_planck.experiment import _trends, add_cli
 
 
 def test_add_cli_registers_the_verb_with_configurable_sizes():

@@ -1,0 +1,65 @@
+"""``pysens bench``: run benchmark suites (tables, JSON and PNGs), or re-render the benchmarks README's tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pysens.runtime import add_threads_argument
+
+NAME = "bench"
+HELP = "run benchmark suites (tables, JSON and PNGs); `pysens bench --list` shows them"
+DESCRIPTION = "Run benchmark suites. Options after `--` go to every chosen suite (see its --help)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suites", nargs="*", help="suite names, or `all`")
+    parser.add_argument("--out", default="runs/bench", help="output root (the README numbers: benchmarks/results)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    add_threads_argument(parser)
+    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--tables", action="store_true", help="re-render the README's tables from --results and exit")
+    parser.add_argument("--results", default="benchmarks/results", help="JSON folder for --tables")
+    parser.add_argument("--readme", default="benchmarks/README.md", help="README rewritten by --tables")
+    parser.set_defaults(extra=[])
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from pysens.bench.suites import SUITES, run_suite
+
+    if args.tables:
+        from pysens.bench.tables import update_readme
+
+        _, changed = update_readme(args.readme, args.results)
+        print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
+        return 0
+    if args.list or not args.suites:
+        for suite in SUITES.values():
+            quick = "" if suite.quick else "  (no --quick)"
+            print(f"{suite.name:12s} {suite.about}{quick}")
+        return 0 if args.list else 2
+    names = list(SUITES) if args.suites == ["all"] else args.suites
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        print(f"error: unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)} or all", file=sys.stderr)
+        return 2
+    if args.quick:
+        slow = [n for n in names if not SUITES[n].quick]
+        if slow:
+            print(f"error: --quick is not available for {', '.join(slow)}", file=sys.stderr)
+            return 2
+    torch.set_num_threads(args.threads)
+    status = {}
+    with tqdm(names, desc="pysens bench", unit="suite", disable=args.no_progress) as bar:
+        for name in bar:
+            bar.set_description(f"pysens bench {name}")
+            status[name] = run_suite(
+                name, args.out, quick=args.quick, extra=args.extra, progress=lambda msg: bar.set_postfix_str(msg)
+            )
+    failed = {n: rc for n, rc in status.items() if rc}
+    print(f"wrote results under {args.out}" + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0

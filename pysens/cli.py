@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pysens.artifacts import RunFolderError
+from pysens.cli_args import CommandLineError
 from pysens.commands import register
 
 
@@ -26,10 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and "--" in argv:  # `pysens bench SUITE ... -- SUITE-OPTIONS`
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a bad option (2, its one-line message already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    args.argv = ["pysens", *argv, *(["--", *extra] if extra else [])]
     if extra:
         args.extra = extra
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (CommandLineError, RunFolderError) as err:  # raised before any work: the options, or the --out folder
+        print(f"pysens {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

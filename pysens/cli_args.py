@@ -156,26 +156,31 @@ def existing_file(text: str) -> str:
 
 def run_in_folder(
     args: argparse.Namespace,
-    work: Callable[[Path], int],
+    work: Callable[[], int],
     *,
     kind: str,
     outputs: Sequence[str] = (),
+    group: str | None = None,
     option: str = "--out",
 ) -> int:
-    """Run ``work(stage)`` for the run folder ``args.out`` (see :class:`pysens.artifacts.RunFolder`): lock and check
-    the folder first (a :class:`~pysens.artifacts.RunFolderError` before any work), then move the stage in whole
-    when ``work`` returns 0; on another status or an exception the folder keeps what it held. ``outputs``: glob
-    patterns of the files ``kind`` writes (a folder written before manifests existed may hold only those)."""
-    folder = RunFolder(args.out, kind=kind, outputs=outputs, option=option, argv=getattr(args, "argv", None))
-    stage = folder.open()
+    """Run ``work()`` with ``args.out`` pointing into the stage of the run folder ``args.out`` (see
+    :class:`pysens.artifacts.RunFolder`): the folder is locked and checked first (a
+    :class:`~pysens.artifacts.RunFolderError` before any work), and the stage is moved in whole when ``work``
+    returns 0; on another status or an exception the folder keeps what it held. ``outputs``: glob patterns of the
+    files ``kind`` writes (a folder written before manifests existed may hold only those)."""
+    final = args.out
+    folder = RunFolder(final, kind=kind, outputs=outputs, group=group, option=option, argv=getattr(args, "argv", None))
+    args.out = str(folder.open())
     try:
-        status = work(stage)
+        status = work()
     except BaseException:
         folder.abort()
         raise
+    finally:
+        args.out = final
     if status:
         folder.abort()
         return status
     folder.commit()
-    print(f"pysens {kind}: {args.out} holds this run's files (run {folder.run_id})")
+    print(f"pysens {kind}: {final} holds this run's files (run {folder.run_id})")
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pysens.cli_args import device, positive_int
+
 # One torch CPU thread by default, in every verb. Measured on a 2-core machine with a second CPU-bound process
 # running, the demo took 618 s with torch's default (one thread per core: the threads spin-wait for each other
 # whenever the other process holds a core) and 72 s with one thread; on an idle machine one thread costs the
@@ -23,13 +25,16 @@ THREADS_HELP = (
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads`` with the shared default :data:`DEFAULT_THREADS`."""
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help=THREADS_HELP)
 
 
 def add_device_argument(parser: argparse.ArgumentParser, default: str = "cpu") -> None:
     """``--device``: ``cpu``, ``cuda``, ``cuda:N``, or ``auto`` (CUDA when torch sees a device, else CPU)."""
     parser.add_argument(
-        "--device", default=default, help=f"cpu, cuda, cuda:N or auto (CUDA if present; default {default})"
+        "--device",
+        type=device,
+        default=default,
+        help=f"cpu, cuda, cuda:N or auto (CUDA if present; default {default})",
     )
 
 

@@ -40,11 +40,14 @@ def _gap_main(argv: list[str] | None = None) -> int:
 def _siem_main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from pysens.commands.siem_study import check_options
     from pysens.spde.study import add_arguments, main_from_args
 
     parser = argparse.ArgumentParser(prog="pysens bench siem")
     add_arguments(parser)
-    return main_from_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    check_options(args)
+    return main_from_args(args)
 
 
 def _retraining_main(argv: list[str] | None = None) -> int:

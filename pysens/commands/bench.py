@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
 
+from pysens.cli_args import CommandLineError, output_folder
 from pysens.runtime import add_threads_argument
 
 NAME = "bench"
@@ -14,7 +15,9 @@ DESCRIPTION = "Run benchmark suites. Options after `--` go to every chosen suite
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suites", nargs="*", help="suite names, or `all`")
-    parser.add_argument("--out", default="runs/bench", help="output root (the README numbers: benchmarks/results)")
+    parser.add_argument(
+        "--out", type=output_folder, default="runs/bench", help="output root (the README numbers: benchmarks/results)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     add_threads_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
@@ -34,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tables:
         from pysens.bench.tables import update_readme
 
+        if not Path(args.results).is_dir():
+            raise CommandLineError(f"argument --results: {args.results!r} is not an existing folder of results")
+        if not Path(args.readme).is_file():
+            raise CommandLineError(f"argument --readme: {args.readme!r} is not an existing file")
         _, changed = update_readme(args.readme, args.results)
         print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
         return 0
@@ -45,21 +52,64 @@ def run(args: argparse.Namespace) -> int:
     names = list(SUITES) if args.suites == ["all"] else args.suites
     unknown = [n for n in names if n not in SUITES]
     if unknown:
-        print(f"error: unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)} or all", file=sys.stderr)
-        return 2
+        raise CommandLineError(
+            f"argument suites: unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)} or all"
+        )
     if args.quick:
         slow = [n for n in names if not SUITES[n].quick]
         if slow:
-            print(f"error: --quick is not available for {', '.join(slow)}", file=sys.stderr)
-            return 2
+            raise CommandLineError(f"argument --quick: not available for {', '.join(slow)}")
+    folders = _open_run_folders(args, names)  # all of them before any suite runs: a busy folder costs nothing
     torch.set_num_threads(args.threads)
     status = {}
-    with tqdm(names, desc="pysens bench", unit="suite", disable=args.no_progress) as bar:
-        for name in bar:
-            bar.set_description(f"pysens bench {name}")
-            status[name] = run_suite(
-                name, args.out, quick=args.quick, extra=args.extra, progress=lambda msg: bar.set_postfix_str(msg)
-            )
+    try:
+        with tqdm(names, desc="pysens bench", unit="suite", disable=args.no_progress) as bar:
+            for name in bar:
+                bar.set_description(f"pysens bench {name}")
+                status[name] = run_suite(
+                    name,
+                    args.out,
+                    quick=args.quick,
+                    extra=args.extra,
+                    progress=lambda msg: bar.set_postfix_str(msg),
+                    into=folders[name].stage,
+                )
+                if status[name] == 0:
+                    folders[name].commit()
+                else:  # a failed suite leaves its previous results as they were
+                    folders[name].abort()
+    finally:
+        for folder in folders.values():
+            if folder.stage is not None:  # an exception ended the run: the suites not done keep their old files
+                folder.abort()
     failed = {n: rc for n, rc in status.items() if rc}
     print(f"wrote results under {args.out}" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0
+
+
+def _open_run_folders(args: argparse.Namespace, names: list[str]) -> dict:
+    """Each suite's run folder, locked and checked: its own folder below ``--out`` whole, or its group of files in
+    ``--out`` (the suites that share it); see :class:`pysens.artifacts.RunFolder`."""
+    from pysens.artifacts import RunFolder
+    from pysens.bench.suites import SUITES
+    from pysens.commands import ode_sde_gap, siem_study
+
+    outputs = {"diffusion": ("diffusion.json", "*.png"), "ode-sde-gap": ode_sde_gap.OUTPUTS, "siem": siem_study.OUTPUTS}
+    argv = getattr(args, "argv", None)
+    folders: dict = {}
+    try:
+        for name in names:
+            suite, kind = SUITES[name], f"bench {name}"
+            if suite.folder:
+                folder = RunFolder(
+                    Path(args.out) / suite.folder, kind=kind, outputs=outputs.get(name, ("*.json", "*.png")), argv=argv
+                )
+            else:
+                folder = RunFolder(args.out, kind=kind, group=name, argv=argv)
+            folder.open()
+            folders[name] = folder
+    except BaseException:
+        for folder in folders.values():
+            folder.abort()
+        raise
+    return folders

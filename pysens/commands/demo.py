@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pysens.cli_args import output_folder, positive_int, run_in_folder
 from pysens.runtime import add_runtime_arguments, apply_runtime_options
 
 NAME = "demo"
@@ -12,18 +13,25 @@ HELP = "train a score model, sample (PF-ODE and SDE), compute likelihoods, repor
 DESCRIPTION = (
     "Train a score model on a 2-D Gaussian mixture (exact score and density) or the 8x8 sklearn digits, sample by "
     "the probability-flow ODE and the reverse SDE, compute log-likelihoods, and write report.json, samples.png and "
-    "model.pt into --out (a rerun overwrites them). Progress bars go to stderr, the summary to stdout."
+    "model.pt into --out (a rerun replaces the folder whole; a second run on a folder in use is refused). Progress "
+    "bars go to stderr, the summary to stdout."
 )
 STEPS = {"mixture": 3000, "digits": 3000}
 SAMPLES = {"mixture": 2000, "digits": 32}
+OUTPUTS = ("report.json", "samples.png", "model.pt")  # what the demo writes (a pre-manifest folder may hold these)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["mixture", "digits"], default="mixture")
-    parser.add_argument("--out", default="runs/demo", help="output folder (report.json, samples.png, model.pt)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
     parser.add_argument(
-        "--samples", type=int, default=None, help="number of samples to draw (default: mixture 2000, digits 32)"
+        "--out", type=output_folder, default="runs/demo", help="output folder (report.json, samples.png, model.pt)"
+    )
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default 3000)")
+    parser.add_argument(
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="number of samples to draw (default: mixture 2000, digits 32)",
     )
     parser.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(parser)
@@ -36,16 +44,24 @@ def run(args: argparse.Namespace) -> int:
     status = apply_runtime_options(args)
     if status:
         return status
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or STEPS[args.dataset]
-    samples = args.samples or SAMPLES[args.dataset]
-    report = DEMOS[args.dataset](
-        out, steps=steps, samples=samples, seed=args.seed, device=args.device, quiet=args.quiet
-    )
-    print_summary(report)
-    print(f"wrote {out / 'report.json'}, {out / 'samples.png'}, {out / 'model.pt'}")
-    return 0
+    steps = STEPS[args.dataset] if args.steps is None else args.steps
+    samples = SAMPLES[args.dataset] if args.samples is None else args.samples
+    reports = []
+
+    def work() -> int:
+        reports.append(
+            DEMOS[args.dataset](
+                Path(args.out), steps=steps, samples=samples, seed=args.seed, device=args.device, quiet=args.quiet
+            )
+        )
+        return 0
+
+    status = run_in_folder(args, work, kind=NAME, outputs=OUTPUTS)
+    if status == 0:
+        print_summary(reports[0])
+        out = Path(args.out)
+        print(f"wrote {out / 'report.json'}, {out / 'samples.png'}, {out / 'model.pt'}")
+    return status
 
 
 def print_summary(report: dict) -> None:

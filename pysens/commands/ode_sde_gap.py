@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pysens.cli_args import CommandLineError, non_negative_int, output_folder, positive_int, run_in_folder
 from pysens.runtime import add_runtime_arguments
 
 NAME = "ode-sde-gap"
@@ -11,16 +12,19 @@ HELP = "reproduce the authors' ODE-SDE gap table and residuals; train regularise
 DESCRIPTION = (
     "ODE-SDE gap through the Fokker-Planck equation: the authors' table and residuals from their checkpoints "
     "(needs ../shared/data/odesdegap or $PYSENS_ODESDEGAP_DATA), and regularised models trained here. Writes "
-    "report.json and PNGs into --out (a rerun overwrites them)."
+    "report.json and PNGs into --out (a rerun replaces the folder whole)."
 )
 # the same tuples as pysens.fokker_planck.potential.AUTHORS_DATASETS and .data.TOY_DATASETS (a test keeps them equal;
 # they are spelled out so that the options need no torch)
 AUTHORS_DATASETS = ("blob", "circles2", "checker")
 TOY_DATASETS = ("blob", "circles2", "checker")
+OUTPUTS = ("report.json", "*.png", "models")  # what the study writes (a pre-manifest folder may hold these)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/ode_sde_gap", help="output folder (report.json and PNGs)")
+    parser.add_argument(
+        "--out", type=output_folder, default="runs/ode_sde_gap", help="output folder (report.json and PNGs)"
+    )
     parser.add_argument("--part", choices=["all", "reproduce", "train"], default="all")
     parser.add_argument(
         "--datasets",
@@ -29,10 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(AUTHORS_DATASETS),
         help="datasets for the authors' table and residuals",
     )
-    parser.add_argument("--residual-points", type=int, default=200_000, help="R̃ points per checkpoint (uniform)")
+    parser.add_argument(
+        "--residual-points", type=positive_int, default=200_000, help="R̃ points per checkpoint (uniform)"
+    )
     parser.add_argument(
         "--gap-samples",
-        type=int,
+        type=positive_int,
         default=5000,
         help="samples per set for our sampler on the authors' blob checkpoints (>= 200000 for the "
         "acceptance check; ~20 min per checkpoint on one core)",
@@ -46,17 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoints whose derived bound is computed with the log-ratio PDE (~20 s each on one core)",
     )
     parser.add_argument("--train-datasets", nargs="+", choices=TOY_DATASETS, default=["blob"])
-    parser.add_argument("--train-steps", type=int, default=1500, help="training (or fine-tuning) steps per w_R")
-    parser.add_argument("--pretrain-steps", type=int, default=0, help="shared DSM pretraining (0: from scratch)")
+    parser.add_argument(
+        "--train-steps", type=positive_int, default=1500, help="training (or fine-tuning) steps per w_R"
+    )
+    parser.add_argument(
+        "--pretrain-steps", type=non_negative_int, default=0, help="shared DSM pretraining (0: from scratch)"
+    )
     parser.add_argument(
         "--residual-t",
         choices=["uniform", "stratified"],
         default="uniform",
         help="time sampling of the residual's collocation points",
     )
-    parser.add_argument("--train-gap-samples", type=int, default=5000)
+    parser.add_argument("--train-gap-samples", type=positive_int, default=5000)
     parser.add_argument("--digits", action="store_true", help="also train on sklearn digits (Hutchinson Laplacian)")
-    parser.add_argument("--digits-steps", type=int, default=1500, help="training steps per w_R on digits")
+    parser.add_argument("--digits-steps", type=positive_int, default=1500, help="training steps per w_R on digits")
     parser.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(parser, device="auto")
     parser.add_argument("--quiet", action="store_true")
@@ -71,5 +81,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def run(args: argparse.Namespace) -> int:
     from pysens.fokker_planck.experiment import run as run_study
+    from pysens.fokker_planck.potential import DATA_ENV_VAR, authors_data_dir
 
-    return run_study(args)
+    if args.part in ("all", "reproduce") and authors_data_dir() is None:
+        raise CommandLineError(
+            f"argument --part: --part {args.part} needs the authors' artefacts (../shared/data/odesdegap or "
+            f"${DATA_ENV_VAR}), which are absent; --part train runs without them"
+        )
+    return run_in_folder(args, lambda: run_study(args), kind=NAME, outputs=OUTPUTS)

@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from pysens.cli_args import (
+    CommandLineError,
+    non_negative_int,
+    ode_method,
+    output_folder,
+    positive_float,
+    positive_int,
+    run_in_folder,
+)
 from pysens.runtime import add_threads_argument
 
 NAME = "retraining-study"
@@ -12,7 +21,7 @@ HELP = "predict how samples change when training data change, and compare with f
 DESCRIPTION = (
     "The retraining study on sklearn digits: predict the change of PF-ODE samples when training images are removed "
     "or added, and compare it with the change fine-tuning (or retraining) actually makes. Writes "
-    "retraining_study.json and retraining_study.png into --out (a rerun overwrites them)."
+    "retraining_study.json and retraining_study.png into --out (a rerun replaces the folder whole)."
 )
 # Spelled out so that the options need no torch; a test keeps them equal to pysens.sensitivity.retraining
 # (EDITS, MODES, RetrainingConfig()), pysens.sensitivity.measures.EDIT_CONVENTIONS and .tangents.DIVERGENCES.
@@ -46,40 +55,60 @@ DEFAULTS = {
 }
 
 
+OUTPUTS = ("retraining_study.json", "retraining_study.png")  # what the study writes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The study's options, shared by the CLI verb and ``benchmarks/retraining_study.py``."""
     d = argparse.Namespace(**DEFAULTS)
-    parser.add_argument("--out", default="runs/retraining_study", help="output folder (JSON + PNG)")
+    parser.add_argument("--out", type=output_folder, default="runs/retraining_study", help="output folder (JSON + PNG)")
     parser.add_argument("--edit", choices=EDITS, default=d.edit, help="remove images of a class, or add them back")
-    parser.add_argument("--digit", type=int, default=d.digit, help="class whose images are edited")
-    parser.add_argument("--count", type=int, default=d.count, help="number of images edited")
+    parser.add_argument("--digit", type=int, choices=range(10), default=d.digit, help="class whose images are edited")
+    parser.add_argument("--count", type=positive_int, default=d.count, help="number of images edited")
     parser.add_argument("--mode", choices=MODES, default=d.mode, help="fine-tune (with a control) or retrain")
     parser.add_argument("--convention", choices=EDIT_CONVENTIONS, default=d.convention, help="how ε is read off")
     parser.add_argument(
-        "--bandwidth", type=float, default=d.bandwidth, help="pre-smooth the edited images (data units; default none)"
+        "--bandwidth",
+        type=positive_float,
+        default=d.bandwidth,
+        help="pre-smooth the edited images (data units; default none)",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=d.seeds, help="training seeds")
-    parser.add_argument("--steps", type=int, default=d.steps, help="base training steps")
-    parser.add_argument("--finetune-steps", type=int, default=d.finetune_steps)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--finetune-lr", type=float, default=d.finetune_lr)
-    parser.add_argument("--hidden", type=int, default=d.hidden, help="MLP width")
-    parser.add_argument("--depth", type=int, default=d.depth, help="MLP hidden layers")
-    parser.add_argument("--samples", type=int, default=d.samples, help="noise seeds per training seed")
-    parser.add_argument("--t1", type=float, default=d.t1, help="sampler cut-off")
-    parser.add_argument("--method", default=d.method, help="ODE method (SciML name)")
-    parser.add_argument("--rtol", type=float, default=d.rtol)
-    parser.add_argument("--atol", type=float, default=d.atol)
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=d.seeds, help="training seeds")
+    parser.add_argument("--steps", type=positive_int, default=d.steps, help="base training steps")
+    parser.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps)
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    parser.add_argument("--lr", type=positive_float, default=d.lr)
+    parser.add_argument("--finetune-lr", type=positive_float, default=d.finetune_lr)
+    parser.add_argument("--hidden", type=positive_int, default=d.hidden, help="MLP width")
+    parser.add_argument("--depth", type=positive_int, default=d.depth, help="MLP hidden layers")
+    parser.add_argument("--samples", type=positive_int, default=d.samples, help="noise seeds per training seed")
+    parser.add_argument("--t1", type=positive_float, default=d.t1, help="sampler cut-off")
+    parser.add_argument("--method", type=ode_method, default=d.method, help="ODE method of the torch backend")
+    parser.add_argument("--rtol", type=positive_float, default=d.rtol)
+    parser.add_argument("--atol", type=positive_float, default=d.atol)
     parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
     parser.add_argument("--no-denoise", dest="denoise", action="store_false", help="no final Tweedie denoising step")
-    parser.add_argument("--ot-reg", type=float, default=d.ot_reg, help="entropic regularisation / mean cost")
+    parser.add_argument("--ot-reg", type=positive_float, default=d.ot_reg, help="entropic regularisation / mean cost")
     add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The checks between options: :class:`CommandLineError` naming them."""
+    from sklearn.datasets import load_digits
+
+    available = int((load_digits().target == args.digit).sum())
+    if args.count >= available:
+        raise CommandLineError(
+            f"argument --count: {args.count} images edited, but class {args.digit} has {available} (at most "
+            f"{available - 1}: one must stay)"
+        )
+    if args.t1 >= 1.0:
+        raise CommandLineError(f"argument --t1: the sampler cut-off must lie below T = 1, got {args.t1}")
 
 
 def run(args: argparse.Namespace) -> int:
     from pysens.sensitivity.retraining import run_from_args
 
-    return run_from_args(args)
-
+    check_options(args)
+    return run_in_folder(args, lambda: run_from_args(args), kind=NAME, outputs=OUTPUTS)

@@ -61,7 +61,11 @@ def test_suite_gets_its_folder_quick_extra_options_and_progress(fakes, tmp_path)
 
 def test_cli_passes_options_after_double_dash(fakes, tmp_path):
     assert main(["bench", "fake", "--out", str(tmp_path), "--no-progress", "--", "--runs", "1"]) == 0
-    assert CALLS[0][0] == ["--out", str(tmp_path / "fake"), "--runs", "1"]
+    flag, stage, *rest = CALLS[0][0]
+    # the suite writes into the stage of its run folder tmp_path/fake, moved in whole when it succeeds
+    assert (flag, rest) == ("--out", ["--runs", "1"])
+    assert Path(stage).parent == tmp_path and Path(stage).name.startswith(".fake.pysens-stage-")
+    assert (tmp_path / "fake").is_dir() and not Path(stage).exists()
 
 
 def test_failing_suite_is_reported_and_the_others_still_run(fakes, tmp_path, capsys):
@@ -74,7 +78,7 @@ def test_bad_suite_names_and_quick_without_support(fakes, tmp_path, capsys):
     assert main(["bench", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown suite(s) nope" in capsys.readouterr().err
     assert main(["bench", "broken", "--quick", "--out", str(tmp_path)]) == 2
-    assert "--quick is not available for broken" in capsys.readouterr().err
+    assert "argument --quick: not available for broken" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown benchmark suite 'nope'"):
         run_suite("nope", tmp_path)
 

@@ -31,6 +31,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "run_in_folder",
+    "seed",
 ]
 
 
@@ -56,6 +57,14 @@ def int_at_least(low: int, what: str = "an integer") -> Callable[[str], int]:
 
 positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "a non-negative integer")
+
+
+def seed(text: str) -> int:
+    """An argparse type: a random seed, 0 <= seed < 2**63 (what torch and numpy generators both accept)."""
+    value = non_negative_int(text)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**63, got {text!r}")
+    return value
 
 
 def positive_float(text: str) -> float:

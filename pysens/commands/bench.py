@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pysens.cli_args import CommandLineError, output_folder
+from pysens.cli_args import CommandLineError
 from pysens.runtime import add_threads_argument
 
 NAME = "bench"
@@ -15,9 +15,7 @@ DESCRIPTION = "Run benchmark suites. Options after `--` go to every chosen suite
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suites", nargs="*", help="suite names, or `all`")
-    parser.add_argument(
-        "--out", type=output_folder, default="runs/bench", help="output root (the README numbers: benchmarks/results)"
-    )
+    parser.add_argument("--out", default="runs/bench", help="output root (the README numbers: benchmarks/results)")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     add_threads_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the suites and exit")

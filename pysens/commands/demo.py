@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pysens.cli_args import output_folder, positive_int, run_in_folder
+from pysens.cli_args import output_folder, positive_int, run_in_folder, seed
 from pysens.runtime import add_runtime_arguments, apply_runtime_options
 
 NAME = "demo"
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="number of samples to draw (default: mixture 2000, digits 32)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     add_runtime_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 

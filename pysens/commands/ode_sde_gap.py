@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pysens.cli_args import CommandLineError, non_negative_int, output_folder, positive_int, run_in_folder
+from pysens.cli_args import CommandLineError, non_negative_int, output_folder, positive_int, run_in_folder, seed
 from pysens.runtime import add_runtime_arguments
 
 NAME = "ode-sde-gap"
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-gap-samples", type=positive_int, default=5000)
     parser.add_argument("--digits", action="store_true", help="also train on sklearn digits (Hutchinson Laplacian)")
     parser.add_argument("--digits-steps", type=positive_int, default=1500, help="training steps per w_R on digits")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
     add_runtime_arguments(parser, device="auto")
     parser.add_argument("--quiet", action="store_true")
 

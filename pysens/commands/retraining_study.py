@@ -7,12 +7,12 @@ import argparse
 
 from pysens.cli_args import (
     CommandLineError,
-    non_negative_int,
     ode_method,
     output_folder,
     positive_float,
     positive_int,
     run_in_folder,
+    seed,
 )
 from pysens.runtime import add_threads_argument
 
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.bandwidth,
         help="pre-smooth the edited images (data units; default none)",
     )
-    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=d.seeds, help="training seeds")
+    parser.add_argument("--seeds", type=seed, nargs="+", default=d.seeds, help="training seeds")
     parser.add_argument("--steps", type=positive_int, default=d.steps, help="base training steps")
     parser.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps)
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)

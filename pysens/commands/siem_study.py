@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pysens.cli_args import CommandLineError, int_at_least, output_folder, positive_int, run_in_folder
+from pysens.cli_args import CommandLineError, int_at_least, output_folder, positive_int, run_in_folder, seed
 from pysens.runtime import add_runtime_arguments
 
 NAME = "siem-study"
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="held-out real digits for the targets",
     )
     parser.add_argument("--boot", type=positive_int, default=d.n_boot, help="bootstrap resamples for the intervals")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=seed, default=d.seed)
     add_runtime_arguments(parser, device=d.device)
     parser.add_argument("--quick", action="store_true", help="a tiny run (smoke test, ~1 minute)")
 

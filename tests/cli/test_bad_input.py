@@ -31,6 +31,7 @@ CASES = [
     ("demo --device gpu", "--device"),
     ("demo --device cuda:x", "--device"),
     ("demo --dataset cifar", "--dataset"),
+    ("demo --seed -1", "--seed"),
     ("demo --out {file}", "--out"),
     ("demo --out {file}/sub", "--out"),
     ("demo --out {foreign}", "--out"),
@@ -50,6 +51,7 @@ CASES = [
     ("siem-study --runs 0", "--runs"),
     ("siem-study --boot 0", "--boot"),
     ("siem-study --device gpu", "--device"),
+    ("siem-study --seed -3", "--seed"),
     ("siem-study --out {file}/sub", "--out"),
     ("retraining-study --method Tsit6", "--method"),
     ("retraining-study --method EulerHeun", "--method"),
@@ -72,6 +74,8 @@ CASES = [
     ("julia-check --out {dir}", "--out"),
     ("julia-check --out {file}/sub/report.json", "--out"),
 ]
+if Path("/sys/kernel").is_dir():  # Linux: sysfs takes no new files, not even from root
+    CASES.append(("demo --out /sys/pysens-out", "--out"))
 if NO_CUDA:
     CASES += [("demo --device cuda", "--device"), ("siem-study --device cuda:0", "--device")]
 

@@ -59,6 +59,8 @@ CASES = [
     ("retraining-study --finetune-steps -1", "--finetune-steps"),
     ("retraining-study --digit 12", "--digit"),
     ("retraining-study --count 0", "--count"),
+    ("retraining-study --digit 1 --count 500", "--count"),
+    ("retraining-study --t1 1.5", "--t1"),
     ("retraining-study --lr -1", "--lr"),
     ("retraining-study --rtol 0", "--rtol"),
     ("retraining-study --t1 nan", "--t1"),

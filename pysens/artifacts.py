@@ -257,8 +257,11 @@ class RunFolder:
         where = f"{self.option} {self.path}"
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{where} is a file, not a folder")
-        if not self.group and self.path.parent == self.path:
-            raise RunFolderError(f"{where}: a run cannot replace the file-system root; give a folder below it")
+        if not self.group and self.path in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+            raise RunFolderError(
+                f"{where} is the current folder or holds it, and a run replaces its whole folder; give a folder of "
+                "its own (e.g. runs/NAME)"
+            )
         try:
             self.home.mkdir(parents=True, exist_ok=True)
         except OSError as err:

@@ -35,6 +35,7 @@ CASES = [
     ("demo --out {file}", "--out"),
     ("demo --out {file}/sub", "--out"),
     ("demo --out {foreign}", "--out"),
+    ("demo --out .", "--out"),
     ("ode-sde-gap --part train --train-steps 0", "--train-steps"),
     ("ode-sde-gap --part train --train-gap-samples -1", "--train-gap-samples"),
     ("ode-sde-gap --residual-points 0", "--residual-points"),

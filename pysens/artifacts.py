@@ -352,6 +352,20 @@ class RunFolder:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def settle_run_folders(path: str | os.PathLike) -> list[str]:
+    """Finish the commits that killed runs left half done in the shared folder ``path`` (a benchmark results root),
+    so that a reader sees each group of files whole; the groups settled. A group whose run is still live is a
+    :class:`RunFolderError` (its commit takes milliseconds: try again)."""
+    path = Path(path)
+    suffix = ".pysens-commit.json"
+    groups = sorted(n[1 : -len(suffix)] for n in os.listdir(path) if n.startswith(".") and n.endswith(suffix))
+    for group in groups:
+        folder = RunFolder(path, kind="settle", group=group, option="folder")
+        folder.open()  # replays the commit record under the group's lock
+        folder.abort()
+    return groups
+
+
 def verify_run_folder(path: str | os.PathLike, *, group: str | None = None) -> dict:
     """Check that ``path`` (or ``group``'s files in it) is one run's whole: every file its manifest lists is there
     with that size and SHA-256 and, for a folder a run owns, nothing else; the manifest, or :class:`RunFolderError`

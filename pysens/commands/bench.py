@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
             raise CommandLineError(f"argument --results: {args.results!r} is not an existing folder of results")
         if not Path(args.readme).is_file():
             raise CommandLineError(f"argument --readme: {args.readme!r} is not an existing file")
+        from pysens.artifacts import settle_run_folders
+
+        settle_run_folders(args.results)  # a suite killed while moving its files in: finish that first
         _, changed = update_readme(args.readme, args.results)
         print(f"{args.readme}: " + (f"updated {', '.join(changed)}" if changed else "up to date"))
         return 0

@@ -71,9 +71,7 @@ class ErrorNorm:
         floor = 10 * torch.finfo(like.dtype).eps
         if rtol < floor:
             # below ~10 ulp no step size can meet the tolerance: the solve would grind to MaxIters
-            warnings.warn(
-                f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4
-            )
+            warnings.warn(f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4)
             rtol = floor
         self.rtol = rtol
         self.atol = atol.to(dtype=like.dtype, device=like.device) if isinstance(atol, Tensor) else atol

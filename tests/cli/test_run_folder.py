@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pysens.artifacts import MANIFEST, RunFolder, RunFolderError, verify_run_folder, write_json
+from pysens.artifacts import MANIFEST, RunFolder, RunFolderError, settle_run_folders, verify_run_folder, write_json
 
 WRITER = Path(__file__).with_name("run_writer.py")
 FILES = {"report.json", "model.bin", "figures/a.png"}
@@ -180,12 +180,18 @@ def test_sigkill_of_a_group_commit_is_completed_by_the_next_start(tmp_path):
     assert first.returncode == 0, first.stderr
     (tmp_path / "other.json").write_text("another suite's file")
     old_id = _run_id(first)
+    replayed = 0
     for k in range(1, 20):
         proc = _writer(tmp_path, "new", "--group", "w", "--die-at-op", str(k))
         new_id = _run_id(proc)
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL
+        # a reader (bench --tables) settles the folder first; the next start of the group would do the same
+        pending = (tmp_path / ".w.pysens-commit.json").exists()
+        replayed += pending
+        assert settle_run_folders(tmp_path) == (["w"] if pending else [])
+        _assert_whole_group(tmp_path, {old_id, new_id})
         nxt = RunFolder(tmp_path, kind="writer", group="w")
         nxt.open()
         nxt.abort()
@@ -193,6 +199,7 @@ def test_sigkill_of_a_group_commit_is_completed_by_the_next_start(tmp_path):
         expected = {"report.json", "model.bin", "figures", "other.json", ".w.pysens-manifest.json"}
         assert _leftovers(tmp_path, expected) == []
     assert _assert_whole_group(tmp_path, {new_id}) == new_id
+    assert replayed >= 3  # kills fell between the commit record and its last move
     assert (tmp_path / "other.json").read_text() == "another suite's file"
 
 

@@ -82,4 +82,3 @@ def run(args: argparse.Namespace) -> int:
     from pysens.sensitivity.retraining import run_from_args
 
     return run_from_args(args)
-

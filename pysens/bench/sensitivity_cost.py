@@ -141,8 +141,43 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         "rows": rows,
     }
     write_json(Path(args.out) / "sensitivity_cost.json", report)
-    print(f"wrote {Path(args.out) / 'sensitivity_cost.json'}")
+    plot_costs(Path(args.out) / "sensitivity_cost.png", rows)
+    print(f"wrote {Path(args.out) / 'sensitivity_cost.json'} and sensitivity_cost.png")
     return 0
+
+
+def plot_costs(path: Path, rows: list[dict]) -> None:
+    """Bars of the median wall time of each case, one panel per divergence, with the targets' reference lines:
+    1.25 × (b) for (c, P = 1) and (c, 1) + 7 · 0.35 × (a) for (c, P = 8)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pysens.artifacts import save_figure
+
+    timed = [r for r in rows if r["case"] != "targets"]
+    divergences = list(dict.fromkeys(r["divergence"] for r in timed))
+    fig, axes = plt.subplots(1, len(divergences), figsize=(5.5 * len(divergences), 4.0), squeeze=False)
+    for ax, divergence in zip(axes[0], divergences, strict=True):
+        cases = {r["case"]: r["wall_median_s"] * 1e3 for r in timed if r["divergence"] == divergence}
+        names = list(cases)
+        ax.bar(range(len(names)), [cases[n] for n in names], color=["0.6", "tab:blue", "tab:orange", "tab:red"])
+        ax.set_xticks(range(len(names)), [n.replace(": ", ":\n") for n in names], fontsize=8)
+        a, b = cases.get("a: sample"), cases.get("b: + likelihood")
+        if a is not None and b is not None and "c: + sensitivity P=1" in cases:
+            ax.hlines(1.25 * b, 1.6, 2.4, colors="k", linestyles="--", label="target (c, P=1) ≤ 1.25 × (b)")
+            c1 = cases["c: + sensitivity P=1"]
+            ax.hlines(
+                c1 + 7 * 0.35 * a, 2.6, 3.4, colors="k", linestyles=":", label="target (c, P=8) ≤ (c, 1) + 7·0.35 × (a)"
+            )
+        ax.set_ylabel("median wall time per solve (ms)")
+        ax.set_title(f"divergence: {divergence}")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("cost of sample sensitivities vs sampling (Heun, fixed Karras grid)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

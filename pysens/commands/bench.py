@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pysens.cli_args import CommandLineError
@@ -10,7 +11,12 @@ from pysens.runtime import add_threads_argument
 
 NAME = "bench"
 HELP = "run benchmark suites (tables, JSON and PNGs); `pysens bench --list` shows them"
-DESCRIPTION = "Run benchmark suites. Options after `--` go to every chosen suite (see its --help)."
+DESCRIPTION = (
+    "Run benchmark suites. Options after `--` go to every chosen suite (see its --help). Exit status: 0 when every "
+    "suite ran (and, with --check, met its targets); 1 when a suite failed or, with --check, missed a target; 2 for "
+    "bad arguments. Without --check a missed target is reported in the tables ('NOT met') but does not change the "
+    "exit status."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/bench", help="output root (the README numbers: benchmarks/results)")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     add_threads_argument(parser)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a suite misses one of its speed targets")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--tables", action="store_true", help="re-render the README's tables from --results and exit")
@@ -27,10 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
+
     import torch
     from tqdm.auto import tqdm
 
     from pysens.bench.suites import SUITES, run_suite
+    from pysens.bench.targets import missed_targets_in
 
     if args.tables:
         from pysens.bench.tables import update_readme
@@ -62,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
             raise CommandLineError(f"argument --quick: not available for {', '.join(slow)}")
     folders = _open_run_folders(args, names)  # all of them before any suite runs: a busy folder costs nothing
     torch.set_num_threads(args.threads)
-    status = {}
+    status, missed = {}, {}
     try:
         with tqdm(names, desc="pysens bench", unit="suite", disable=args.no_progress) as bar:
             for name in bar:
                 bar.set_description(f"pysens bench {name}")
+                started = time.time()
                 status[name] = run_suite(
                     name,
                     args.out,
@@ -79,13 +90,16 @@ def run(args: argparse.Namespace) -> int:
                     folders[name].commit()
                 else:  # a failed suite leaves its previous results as they were
                     folders[name].abort()
+                missed.update(missed_targets_in(args.out, started) if args.check else {})
     finally:
         for folder in folders.values():
             if folder.stage is not None:  # an exception ended the run: the suites not done keep their old files
                 folder.abort()
     failed = {n: rc for n, rc in status.items() if rc}
     print(f"wrote results under {args.out}" + (f"; failed: {failed}" if failed else ""))
-    return 1 if failed else 0
+    for path, targets in missed.items():
+        print(f"target NOT met ({path}): " + "; ".join(targets), file=sys.stderr)
+    return 1 if failed or missed else 0
 
 
 def _open_run_folders(args: argparse.Namespace, names: list[str]) -> dict:

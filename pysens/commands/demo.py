@@ -76,10 +76,18 @@ def print_summary(report: dict) -> None:
             rows.append((f"{name}: retcode / RHS calls / steps", f"{st['retcode']} / {st['nf']} / {steps}"))
     lik = report["likelihood"]
     if "model_mean_nll" in lik:
-        rows.append(("held-out NLL: model / exact", f"{lik['model_mean_nll']:.4f} / {lik['exact_mean_nll']:.4f}"))
-        rows.append(("solver check |log p - exact| (float64)", f"{lik['solver_check_max_abs_error']:.2e}"))
+        rows.append(
+            (
+                "held-out NLL ± s.e.: model / exact",
+                f"{lik['model_mean_nll']:.4f} ± {lik['model_mean_nll_standard_error']:.4f} / "
+                f"{lik['exact_mean_nll']:.4f} ± {lik['exact_mean_nll_standard_error']:.4f}",
+            )
+        )
     if "bits_per_dim" in lik:
-        rows.append(("test bits/dim (Hutchinson)", f"{lik['bits_per_dim']:.3f}"))
+        rows.append(
+            ("test bits/dim (Hutchinson, 64)", f"{lik['bits_per_dim']:.3f} ± {lik['bits_per_dim_standard_error']:.3f}")
+        )
+    rows.append(("solver check |log p - exact| (float64)", f"{lik['solver_check_max_abs_error']:.2e}"))
     rows.append(("wall time", f"{report['wall_time']:.1f} s"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

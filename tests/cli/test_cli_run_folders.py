@@ -24,11 +24,12 @@ def _previous_demo(out: Path) -> str:
     return verify_run_folder(out)["run_id"]
 
 
-def _wait_for(proc: subprocess.Popen, prefix: str) -> None:
-    for line in proc.stdout:
-        if line.startswith(prefix):
+def _wait_for(proc: subprocess.Popen, phase: str) -> None:
+    """Read the demo's stderr (phase lines and progress bars) up to the line of ``phase``."""
+    for line in proc.stderr:
+        if phase in line:
             return
-    raise AssertionError(f"the run ended before printing {prefix!r}: {proc.wait()}")
+    raise AssertionError(f"the run ended before printing {phase!r}: {proc.wait()}")
 
 
 def test_a_live_demo_keeps_a_second_off_its_folder_and_a_kill_leaves_the_previous_run(tmp_path, capsys):
@@ -37,8 +38,8 @@ def test_a_live_demo_keeps_a_second_off_its_folder_and_a_kill_leaves_the_previou
     run = subprocess.Popen(
         [sys.executable, "-m", "pysens.cli", "demo", "--out", str(out), "--steps", "20", "--samples", "200"],
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -51,7 +52,7 @@ def test_a_live_demo_keeps_a_second_off_its_folder_and_a_kill_leaves_the_previou
         assert run.wait(timeout=60) == -signal.SIGKILL
     finally:
         run.kill()
-        run.stdout.close()
+        run.stderr.close()
     # the previous run, whole: the killed run's model is not beside the previous report
     assert verify_run_folder(out)["run_id"] == previous
     assert (out / "model.pt").read_bytes() == b"previous model"

@@ -14,14 +14,14 @@ DESCRIPTION = (
     "the probability-flow ODE and the reverse SDE, compute log-likelihoods, and write report.json, samples.png and "
     "model.pt into --out (a rerun overwrites them). Progress bars go to stderr, the summary to stdout."
 )
-STEPS = {"mixture": 3000, "digits": 3000}
+STEPS = {"mixture": 2000, "digits": 3000}
 SAMPLES = {"mixture": 2000, "digits": 32}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["mixture", "digits"], default="mixture")
     parser.add_argument("--out", default="runs/demo", help="output folder (report.json, samples.png, model.pt)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: mixture 2000, digits 3000)")
     parser.add_argument(
         "--samples", type=int, default=None, help="number of samples to draw (default: mixture 2000, digits 32)"
     )

@@ -16,7 +16,7 @@ DESCRIPTION = (
     "model.pt into --out (a rerun replaces the folder whole; a second run on a folder in use is refused). Progress "
     "bars go to stderr, the summary to stdout."
 )
-STEPS = {"mixture": 3000, "digits": 3000}
+STEPS = {"mixture": 2000, "digits": 3000}
 SAMPLES = {"mixture": 2000, "digits": 32}
 OUTPUTS = ("report.json", "samples.png", "model.pt")  # what the demo writes (a pre-manifest folder may hold these)
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=output_folder, default="runs/demo", help="output folder (report.json, samples.png, model.pt)"
     )
-    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default 3000)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: mixture 2000, digits 3000)")
     parser.add_argument(
         "--samples",
         type=positive_int,

@@ -123,6 +123,7 @@ def _add_bench_verb(sub) -> None:
 
 def _add_study_verbs(sub) -> None:
     """Verbs owned by the capability modules (each registers its own subcommand)."""
+    from pysens.ensemble.cli import add_cli as add_ensemble
     from pysens.fokker_planck.experiment import add_cli as add_gap
     from pysens.sensitivity import add_cli as add_sensitivity
     from pysens.spde import add_cli as add_spde
@@ -130,6 +131,7 @@ def _add_study_verbs(sub) -> None:
     add_gap(sub)
     add_sensitivity(sub)
     add_spde(sub)
+    add_ensemble(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,7 +82,14 @@ def _run_verb(args: argparse.Namespace, group) -> object:
     tol = {"rtol": args.rtol, "atol": args.atol}
     if args.verb == "sample" and args.sde:
         return sharded_sample_sde(
-            model, process, args.samples, n_steps=args.n_steps, method=args.method or "EM", dtype=dtype, group=group, **common
+            model,
+            process,
+            args.samples,
+            n_steps=args.n_steps,
+            method=args.method or "EM",
+            dtype=dtype,
+            group=group,
+            **common,
         )
     if args.verb == "sample":
         return sharded_sample_pf_ode(

@@ -12,9 +12,10 @@ the trajectory; finished shards stay on disk. A rank that dies outright (killed,
 meeting: the launcher (torchrun, ``mp.spawn``) then stops the others, and the shards already written are kept for
 the rerun.
 
-What is gathered where: with ``out`` every rank writes its shards to the shared folder and rank 0 reads them all
-back (or, with ``gather=False``, returns only the manifest); without ``out`` the payloads travel to rank 0 by
-``gather_object``. Other ranks return None.
+What is gathered where (always as CPU tensors, so that no result names another rank's device): with ``out``
+every rank writes its shards to the shared folder and rank 0 reads them all back (or, with ``gather=False``,
+returns only the shard records); without ``out`` the payloads travel to rank 0 by ``gather_object``. Other ranks
+return None.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pysens.ensemble.shards import ShardPlan, ShardStore
+from pysens.ensemble.shards import ShardPlan, ShardStore, to_cpu
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def run_shards(
         meta = {k: record[k] for k in ("index", "start", "stop", "rank", "wall_time")}
         records.append({**meta, "resumed": resumed, "computed_by": group.rank})
         if store is None:
-            payloads[index] = record["payload"]
+            payloads[index] = to_cpu(record["payload"])
     statuses = [(failure, records)]
     if group.distributed:
         statuses = [None] * group.world_size

@@ -16,6 +16,8 @@ rerun with a different fingerprint is refused rather than mixed in.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import json
 import re
@@ -117,7 +119,7 @@ class ShardStore:
     def save(self, index: int, record: dict[str, Any]) -> None:
         """Write shard ``index`` atomically (tensors moved to the CPU)."""
         buffer = io.BytesIO()
-        torch.save(_to_cpu(record), buffer)
+        torch.save(to_cpu(record), buffer)
         atomic_write(self.path(index), lambda handle: handle.write(buffer.getvalue()))
 
     def load(self, index: int) -> dict[str, Any] | None:
@@ -138,11 +140,18 @@ class ShardStore:
         return record
 
 
-def _to_cpu(obj: Any) -> Any:
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor inside (dicts, lists, tuples, dataclasses such as ``Solution``) moved to the CPU:
+    gathered and stored results must not name a device of another rank."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        moved = copy.copy(obj)
+        for f in dataclasses.fields(obj):
+            setattr(moved, f.name, to_cpu(getattr(obj, f.name)))
+        return moved
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v) for k, v in obj.items()}
     if type(obj) in (list, tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
+        return type(obj)(to_cpu(v) for v in obj)
     return obj

@@ -93,7 +93,6 @@ def _run(
     n: int,
     batch_size: int,
     compute: Callable[[range], tuple[dict[str, Tensor], list[str], dict]],
-    *,
     group: Group,
     out,
     gather: bool,
@@ -130,6 +129,28 @@ def _event_shape(score, event_shape) -> tuple[int, ...]:
     if not shape or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"event_shape must be positive integers, got {event_shape!r}")
     return shape
+
+
+def _prepare(score, process, n, x_T, event_shape, dtype, group):
+    """(process, N, event shape, dtype, group) of a sampling verb, checked; x_T, when given, fixes N, event, dtype."""
+    process = resolve_process(process)
+    n = _check_x_T(x_T, n)
+    event = tuple(x_T.shape[1:]) if x_T is not None else _event_shape(score, event_shape)
+    dtype = x_T.dtype if x_T is not None else dtype
+    return process, n, event, dtype, group or join_process_group()
+
+
+def _settings(score, process, seed: int, dtype, event, x_T, extra: dict) -> dict:
+    """A verb's fingerprint: what makes two runs' shards interchangeable (model and input hashes, settings)."""
+    return {
+        "seed": seed,
+        "dtype": str(dtype),
+        "event": list(event),
+        "model": model_digest(score),
+        "process": repr(process),
+        "x_T": None if x_T is None else model_digest_tensor(x_T),
+        **{k: v if isinstance(v, (int, float, str)) else stable_repr(v) for k, v in sorted(extra.items())},
+    }
 
 
 def _noise(process, seed, indices, event, dtype, device, x_T):
@@ -169,36 +190,15 @@ def sharded_sample_pf_ode(
     """:func:`pysens.sample_pf_ode` for N trajectories (values ``x``, ``x_T``); x_T row i from ``(seed, i)`` unless
     ``x_T`` ``[N, *event]`` is given. ``kwargs`` (t1, method, backend, rtol, atol, solve options) go to every shard's
     call. ``out``: shard folder (resumable); ``group``: default :func:`join_process_group`."""
-    process = resolve_process(process)
-    n = _check_x_T(x_T, n)
-    event = tuple(x_T.shape[1:]) if x_T is not None else _event_shape(score, event_shape)
-    group = group or join_process_group()
-    dtype = x_T.dtype if x_T is not None else dtype
+    process, n, event, dtype, group = _prepare(score, process, n, x_T, event_shape, dtype, group)
 
     def compute(indices: range):
         noise = _noise(process, seed, indices, event, dtype, group.device, x_T)
         res = sample_pf_ode(score, process, noise, **kwargs)
         return {"x": res.x, "x_T": noise}, _retcodes(res.solution, len(indices)), _stats_of(res.stats)
 
-    settings = {
-        "seed": seed,
-        "dtype": str(dtype),
-        "event": list(event),
-        "model": model_digest(score),
-        "process": repr(process),
-        "x_T": None if x_T is None else model_digest_tensor(x_T),
-        **{k: stable_repr(v) for k, v in sorted(kwargs.items())},
-    }
-    return _run(
-        "sample_pf_ode",
-        n,
-        batch_size,
-        compute,
-        group=group,
-        out=out,
-        gather=gather,
-        fingerprint=fingerprint or settings,
-    )
+    settings = _settings(score, process, seed, dtype, event, x_T, kwargs)
+    return _run("sample_pf_ode", n, batch_size, compute, group, out, gather, fingerprint or settings)
 
 
 def sharded_sample_sde(
@@ -221,14 +221,10 @@ def sharded_sample_sde(
 ) -> ShardedResult | None:
     """:func:`pysens.sample_sde` for N trajectories on ``n_steps`` equal steps: trajectory i's x_T and Brownian path
     come from ``(seed, i)`` (values ``x``, ``x_T``)."""
-    process = resolve_process(process)
-    n = _check_x_T(x_T, n)
-    event = tuple(x_T.shape[1:]) if x_T is not None else _event_shape(score, event_shape)
+    process, n, event, dtype, group = _prepare(score, process, n, x_T, event_shape, dtype, group)
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
     t1 = check_cutoff(process, t1)
-    group = group or join_process_group()
-    dtype = x_T.dtype if x_T is not None else dtype
 
     def compute(indices: range):
         noise = _noise(process, seed, indices, event, dtype, group.device, x_T)
@@ -245,20 +241,8 @@ def sharded_sample_sde(
         res = sample_sde(score, process, noise, t1=t1, n_steps=n_steps, method=method, brownian=path)
         return {"x": res.x, "x_T": noise}, _retcodes(res.solution, len(indices)), _stats_of(res.stats)
 
-    settings = {
-        "seed": seed,
-        "dtype": str(dtype),
-        "event": list(event),
-        "model": model_digest(score),
-        "process": repr(process),
-        "n_steps": n_steps,
-        "method": method,
-        "t1": t1,
-        "x_T": None if x_T is None else model_digest_tensor(x_T),
-    }
-    return _run(
-        "sample_sde", n, batch_size, compute, group=group, out=out, gather=gather, fingerprint=fingerprint or settings
-    )
+    settings = _settings(score, process, seed, dtype, event, x_T, {"n_steps": n_steps, "method": method, "t1": t1})
+    return _run("sample_sde", n, batch_size, compute, group, out, gather, fingerprint or settings)
 
 
 def sharded_log_likelihood(
@@ -300,26 +284,9 @@ def sharded_log_likelihood(
         }
         return values, _retcodes(res.solution, len(indices)), _stats_of(res.stats)
 
-    settings = {
-        "seed": seed,
-        "model": model_digest(score),
-        "process": repr(process),
-        "x": model_digest_tensor(x),
-        "divergence": divergence,
-        "n_probes": n_probes,
-        "probe": probe,
-        **{k: stable_repr(v) for k, v in sorted(kwargs.items())},
-    }
-    return _run(
-        "log_likelihood",
-        x.shape[0],
-        batch_size,
-        compute,
-        group=group,
-        out=out,
-        gather=gather,
-        fingerprint=fingerprint or settings,
-    )
+    extra = {"x": model_digest_tensor(x), "divergence": divergence, "n_probes": n_probes, "probe": probe, **kwargs}
+    settings = _settings(score, process, seed, x.dtype, event, None, extra)
+    return _run("log_likelihood", x.shape[0], batch_size, compute, group, out, gather, fingerprint or settings)
 
 
 def sharded_sample_sensitivity(
@@ -347,11 +314,7 @@ def sharded_sample_sensitivity(
 
     if kwargs.get("divergence", "exact") != "exact" and kwargs.get("log_density") is None:
         raise ValueError("sharded_sample_sensitivity takes divergence='exact' (or a closed-form log_density) only")
-    process = resolve_process(process)
-    n = _check_x_T(x_T, n)
-    event = tuple(x_T.shape[1:]) if x_T is not None else _event_shape(score, event_shape)
-    group = group or join_process_group()
-    dtype = x_T.dtype if x_T is not None else dtype
+    process, n, event, dtype, group = _prepare(score, process, n, x_T, event_shape, dtype, group)
 
     def compute(indices: range):
         noise = _noise(process, seed, indices, event, dtype, group.device, x_T)
@@ -360,25 +323,16 @@ def sharded_sample_sensitivity(
         codes = _retcodes(res.solution, len(indices)) if res.solution is not None else [res.retcode] * len(indices)
         return values, codes, _stats_of(res.stats)
 
-    settings = {
-        "seed": seed,
-        "dtype": str(dtype),
-        "event": list(event),
-        "model": model_digest(score),
-        "process": repr(process),
-        "perturbations": stable_repr(perturbations),
-        "x_T": None if x_T is None else model_digest_tensor(x_T),
-        **{k: stable_repr(v) for k, v in sorted(kwargs.items())},
-    }
+    settings = _settings(score, process, seed, dtype, event, x_T, {"perturbations": perturbations, **kwargs})
     return _run(
         "sample_sensitivity",
         n,
         batch_size,
         compute,
-        group=group,
-        out=out,
-        gather=gather,
-        fingerprint=fingerprint or settings,
+        group,
+        out,
+        gather,
+        fingerprint or settings,
         batch_dims={"sensitivity": 1},
     )
 

@@ -61,3 +61,14 @@ def test_verbs_refuse_bad_input(tmp_path, capsys):
     assert main(["likelihood", "--data", str(tmp_path / "missing.pt"), *common]) == 2
     assert "--data: no file" in capsys.readouterr().err
     assert main(["sample", "--samples", "2", "--batch-size", "0", *common]) == 2
+
+
+def test_unsharded_verbs_are_refused_under_a_multi_process_launcher():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "0", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "pysens", "backends"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "`pysens backends` does not split its work across ranks" in done.stderr

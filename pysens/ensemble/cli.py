@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-SHARDED_VERBS = ("sample", "likelihood", "sensitivity")  # the verbs that run under torchrun (pysens/__main__.py)
+SHARDED_VERBS = ("sample", "likelihood", "sensitivity", "siem-study")  # run under torchrun (pysens/__main__.py)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -112,3 +112,19 @@ def test_sharded_verbs_refuse_bad_input():
         from pysens.ensemble import sharded_sample_sensitivity
 
         sharded_sample_sensitivity(model, "VP", 2, None, batch_size=2, divergence="hutchinson")
+
+
+def test_log_likelihood_takes_given_probes():
+    """The hook sharded likelihoods use: given probes are the probes a generator would have drawn."""
+    from pysens.diffusion.divergence import hutchinson_probes
+
+    model = workloads.small_model()
+    x = torch.randn(3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    kw = {"divergence": "hutchinson", "t0": 1e-2, "rtol": 1e-4, "atol": 1e-4}
+    drawn = pysens.log_likelihood(model, "VP", x, n_probes=2, generator=torch.Generator().manual_seed(9), **kw)
+    probes = hutchinson_probes(2, x.shape, generator=torch.Generator().manual_seed(9), dtype=x.dtype)
+    given = pysens.log_likelihood(model, "VP", x, probes=probes, **kw)
+    assert torch.equal(drawn.log_density, given.log_density)
+    assert given.stats.njvp == given.stats.nf * 2
+    with pytest.raises(ValueError, match=r"probes must be shaped \[K, 3, 2\]"):
+        pysens.log_likelihood(model, "VP", x, probes=probes[:, :2], **kw)

@@ -9,8 +9,9 @@ thread per rank:
 
 For K = 1 and 2 it records the job's own wall time (from ``report.json``: joining the group to gathering the
 result, without interpreter start-up) and the launcher's total, in ``--runs`` rounds interleaved 1, 2, 1, 2, …
-(medians reported, after an untimed warm-up job), the throughput (trajectories per second of job time), the speed-up over one rank and the
-efficiency = speed-up / ranks. It checks that the 2-rank ``result.pt`` equals the 1-rank one bit for bit.
+(medians reported, after an untimed warm-up job), the throughput (trajectories per second of job time), the
+speed-up over one rank and the efficiency = speed-up / ranks. It checks that the 2-rank ``result.pt`` equals the
+1-rank one bit for bit.
 
 Honesty about the machine: CI and development machines here have 2 CPU cores shared with other jobs (the load
 average before and after is recorded), so 2 ranks compete with the rest of the machine and efficiency well below 1

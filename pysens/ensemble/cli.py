@@ -143,6 +143,8 @@ def main(args: argparse.Namespace) -> int:
         result = _run_verb(args, group)
     except ShardFailure as err:
         if group.rank == 0:
+            for failure in err.failures:
+                print(f"rank {failure['rank']}: {failure['traceback']}", file=sys.stderr)
             print(f"error: {err}", file=sys.stderr)
         group.leave()
         return 1

@@ -20,6 +20,7 @@ from pysens.diffusion import (
 )
 from pysens.diffusion.likelihood import LikelihoodResult, log_likelihood
 from pysens.diffusion.sampling import SampleResult, sample_pf_ode, sample_sde
+from pysens.ensemble import EnsembleProblem, EnsembleSolution, solve_ensemble
 from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, Stats, solve
 
 __version__ = "0.1.0"
@@ -31,6 +32,8 @@ __all__ = [
     "BrownianGrid",
     "ConvScore",
     "EmpiricalScore",
+    "EnsembleProblem",
+    "EnsembleSolution",
     "GaussianMixtureScore",
     "LikelihoodResult",
     "MLPScore",
@@ -46,5 +49,6 @@ __all__ = [
     "sample_sde",
     "save_checkpoint",
     "solve",
+    "solve_ensemble",
     "train",
 ]

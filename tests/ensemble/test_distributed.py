@@ -68,7 +68,7 @@ def test_failing_prob_func_names_rank_and_trajectory_on_every_rank(two_ranks):
 def test_killed_rank_rerun_resumes_from_completed_shards(tmp_path):
     out = tmp_path / "run"
     # rank 1 is SIGKILLed; whether the job then reports its exit or rank 0's broken collective first is a race
-    with pytest.raises(mp.ProcessException):
+    with pytest.raises((mp.ProcessExitedException, mp.ProcessRaisedException)):
         _start(workloads.worker_killed, str(tmp_path / "init"), str(out))
     written = sorted(p.name for p in (out / "shards").glob("shard-*.pt"))
     assert "shard-00001.pt" in written  # rank 1 finished shard 1 before it was killed at shard 3

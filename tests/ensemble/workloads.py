@@ -25,13 +25,14 @@ KILL_TRAJECTORY = 24  # first trajectory of shard 3: rank 1 dies after finishing
 
 
 def rhs(t, x):
-    """dx/dt = −x³ + t x, elementwise (no closed form; the tests compare runs with each other and the
-    linear ensemble below with its exact solution)."""
+    """dx/dt = −x³ + t x, elementwise (no closed form: the distributed tests compare runs with each other; the
+    accuracy against an exact solution is checked on the linear ensemble of test_problem.py)."""
     return -(x**3) + t[:, None] * x
 
 
 def ode_ensemble(fail_at: int | None = None, kill_at: int | None = None) -> EnsembleProblem:
-    """64 trajectories: x(0) = RATES[i] in both components."""
+    """64 trajectories: x(0) = RATES[i] in both components; ``prob_func`` raises at ``fail_at`` and SIGKILLs its
+    own process at ``kill_at``."""
     base = pysens.ODEProblem(rhs, torch.ones(1, 2, dtype=torch.float64), (0.0, 2.0))
 
     def prob_func(problem, i, repeat):

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-SHARDED_VERBS = ("sample", "likelihood", "sensitivity", "siem-study")  # run under torchrun (pysens/__main__.py)
+# the verbs that run under torchrun (pysens/__main__.py); ode-sde-gap with --part train only
+SHARDED_VERBS = ("sample", "likelihood", "sensitivity", "siem-study", "ode-sde-gap")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,7 @@ _EXPORTS = {
     "sample_pf_ode": "pysens.diffusion.sampling",
     "sample_sde": "pysens.diffusion.sampling",
     **dict.fromkeys(["BrownianGrid", "ODEProblem", "SDEProblem", "Solution", "Stats", "solve"], "pysens.solvers"),
+    **dict.fromkeys(["EnsembleProblem", "EnsembleSolution", "solve_ensemble"], "pysens.ensemble"),
 }
 
 __all__ = [  # the keys of _EXPORTS, spelled out for static tools
@@ -47,6 +48,8 @@ __all__ = [  # the keys of _EXPORTS, spelled out for static tools
     "BrownianGrid",
     "ConvScore",
     "EmpiricalScore",
+    "EnsembleProblem",
+    "EnsembleSolution",
     "GaussianMixtureScore",
     "LikelihoodResult",
     "MLPScore",
@@ -62,6 +65,7 @@ __all__ = [  # the keys of _EXPORTS, spelled out for static tools
     "sample_sde",
     "save_checkpoint",
     "solve",
+    "solve_ensemble",
     "train",
 ]
 
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
     )
     from pysens.diffusion.likelihood import LikelihoodResult, log_likelihood
     from pysens.diffusion.sampling import SampleResult, sample_pf_ode, sample_sde
+    from pysens.ensemble import EnsembleProblem, EnsembleSolution, solve_ensemble
     from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, Stats, solve
 
 

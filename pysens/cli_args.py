@@ -163,6 +163,14 @@ def existing_file(text: str) -> str:
     return text
 
 
+def _secondary_rank() -> bool:
+    """Whether this process is a rank other than 0 of a job that a launcher such as torchrun started."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
+
+
 def run_in_folder(
     args: argparse.Namespace,
     work: Callable[[], int],
@@ -178,6 +186,17 @@ def run_in_folder(
     returns 0; on another status or an exception the folder keeps what it held. ``outputs``: glob patterns of the
     files ``kind`` writes (a folder written before manifests existed may hold only those)."""
     final = args.out
+    if _secondary_rank():
+        # a rank other than 0 of a torchrun job: rank 0 holds the run folder and writes the results; this rank's
+        # own files (if any) go to a scratch folder that is removed afterwards, never beside rank 0's
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="pysens-rank-") as scratch:
+            args.out = scratch
+            try:
+                return work()
+            finally:
+                args.out = final
     folder = RunFolder(final, kind=kind, outputs=outputs, group=group, option=option, argv=getattr(args, "argv", None))
     args.out = str(folder.open())
     try:

@@ -78,6 +78,7 @@ _SUITES = [
         folder="ode_sde_gap",
         quick=False,
     ),
+    Suite("distributed", "pysens.bench.distributed:main", "sharded sample/likelihood throughput on 1 and 2 ranks"),
     Suite("siem", "pysens.bench.suites:_siem_main", "SIEM vs sample quality over checkpoints", folder="siem_study"),
     Suite(
         "retraining",

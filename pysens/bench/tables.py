@@ -358,7 +358,37 @@ def _diffusion(results: Path) -> str:
     return out
 
 
+def _distributed(results: Path) -> str:
+    data = _load(results, "distributed.json")
+    cfg, machine = data["config"], data["machine"]
+    rows = [
+        [
+            r["workload"],
+            str(r["ranks"]),
+            _num(r["job_wall_s"], ".1f"),
+            _num(r["launcher_wall_s"], ".1f"),
+            _num(r["throughput_per_s"], ".1f"),
+            _times(r["speedup"]),
+            _num(r["efficiency"], ".2f"),
+            "yes" if r["bit_identical_to_1_rank"] else "**no**",
+        ]
+        for r in data["rows"]
+    ]
+    load = machine["load_average_before"][0], machine["load_average_after"][0]
+    out = (
+        f"{cfg['samples']} trajectories in shards of {cfg['batch_size']}, {cfg['model']}, {cfg['method']}, "
+        f"{cfg['dtype']}, {cfg['threads_per_rank']} thread per rank, median of {cfg['runs']} interleaved rounds; "
+        f"{machine['cpu_count']} CPU cores shared with other jobs (1-min load average {load[0]:.1f} before, "
+        f"{load[1]:.1f} after).\n\n"
+    )
+    out += _table(
+        ["workload", "ranks", "job [s]", "torchrun total [s]", "traj/s", "speed-up", "efficiency", "= 1 rank"], rows
+    )
+    return out + f"\nGPUs: {data['expected_gpu_scaling']}.\n"
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
+    "distributed": _distributed,
     "stiff": _stiff,
     "spde": _spde,
     "sensitivity": _sensitivity,

@@ -22,6 +22,9 @@ VERBS = {
     "ode-sde-gap": "ode_sde_gap",
     "retraining-study": "retraining_study",
     "siem-study": "siem_study",
+    "sample": "sample",
+    "likelihood": "likelihood",
+    "sensitivity": "sensitivity",
     "bench": "bench",
 }
 

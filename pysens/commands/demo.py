@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=output_folder, default="runs/demo", help="output folder (report.json, samples.png, model.pt)"
     )
-    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: mixture 2000, digits 3000)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps (default: mixture 2000, digits 3000)"
+    )
     parser.add_argument(
         "--samples",
         type=positive_int,

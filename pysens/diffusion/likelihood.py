@@ -61,6 +61,7 @@ def log_likelihood(
     generator: torch.Generator | None = None,
     terminal_log_density: Callable[[Tensor], Tensor] | None = None,
     chunk_size: int | None = None,
+    probes: Tensor | None = None,
     **solve_kwargs,
 ) -> LikelihoodResult:
     """log p_{t0}(x) per sample under the model's probability-flow ODE.
@@ -71,6 +72,8 @@ def log_likelihood(
         divergence: ``"exact"`` (d vmapped JVPs per evaluation; ``chunk_size`` bounds memory) or
             ``"hutchinson"`` (``n_probes`` fixed probes per solve, drawn once from ``generator``:
             an unbiased estimate of the log-density's change).
+        probes: Hutchinson probes ``[K, B, *event]`` to use instead of drawing them (sharded runs draw them per
+            trajectory: :mod:`pysens.ensemble`).
         terminal_log_density: ``log p_T(x_T) -> [B]``; default ``process.prior_log_density``.
         method, backend, rtol, atol, **solve_kwargs: passed to :func:`pysens.solve`.
     """
@@ -84,9 +87,12 @@ def log_likelihood(
         raise TypeError("terminal_log_density must be callable as terminal_log_density(x_T) -> [B]")
     event = tuple(x.shape[1:])
     d = math.prod(event)
-    probes = None
-    if divergence == "hutchinson":
+    if divergence == "exact":
+        probes = None
+    elif probes is None:
         probes = hutchinson_probes(n_probes, x.shape, kind=probe, generator=generator, dtype=x.dtype, device=x.device)
+    elif probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
+        raise ValueError(f"probes must be shaped [K, {', '.join(map(str, x.shape))}], got {tuple(probes.shape)}")
     layout = StateLayout(x=event, delta=())
 
     def rhs(t: Tensor, z: Tensor) -> Tensor:
@@ -110,7 +116,7 @@ def log_likelihood(
     sol = solve(
         ODEProblem(rhs, z0, (t0, process.T), name="likelihood"), method, backend, rtol=rtol, atol=atol, **solve_kwargs
     )
-    sol.stats.njvp = sol.stats.nf * (d if probes is None else n_probes)
+    sol.stats.njvp = sol.stats.nf * (d if probes is None else probes.shape[0])
     end = layout.unpack(sol.final)
     latent, delta = end["x"], end["delta"]
     log_pT = (terminal_log_density or process.prior_log_density)(latent)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ import torch
 
 from pysens.artifacts import save_figure, write_json
 from pysens.commands.ode_sde_gap import build_parser
+from pysens.ensemble.distributed import join_process_group, run_shards
+from pysens.ensemble.shards import ShardPlan
 from pysens.fokker_planck.bound import (
     derived_w2_bound,
     estimate_derived_bound,
@@ -392,7 +395,7 @@ def train_study(
     device: str = "cpu",
     progress: bool = False,
     log: Log = print,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Part (b): train PotentialScoreNet models with w_R ∈ ``weights`` on the toy ``datasets`` (and, with ``digits``,
     on sklearn's 8×8 digits with the Hutchinson Laplacian at perturbed-data points, ``digits_steps`` steps per w_R;
     see :func:`_digits_study` for its model, geometric sampler grid down to t = 1e-3 and out-of-range counts), then
@@ -405,8 +408,14 @@ def train_study(
     steps on 200k/50k-point batches; the samplers use the authors' schedule with ``nfe`` coarse steps. With
     ``bound_samples`` the derived §3.3b bound is estimated for each model (KDE mismatch; an estimate, labelled as
     such in the report).
+
+    Under ``torchrun -m pysens ode-sde-gap --part train …`` the w_R models of each dataset are split across the
+    ranks (every rank prepares the same seeded base model); rank 0 gathers them, adds the digits study and figures,
+    and returns the report, the same as one process would; other ranks return None.
     """
     results: dict[str, Any] = {}
+    group = join_process_group(device)  # one process unless a launcher such as torchrun started several
+    device = group.device
     schedule = authors_schedule(10.0, nfe=nfe)
     samples_for_plot: dict[str, dict[str, torch.Tensor]] = {}
     for dataset in datasets:
@@ -434,7 +443,10 @@ def train_study(
                 log_residual_every=0,
             )
             log(f"[train] {dataset}: DSM pretraining {pretrain_steps} steps, {pretrain.wall_time:.0f}s")
-        for weight in weights:
+
+        def fit_weight(index: int, dataset: str = dataset, base=base) -> dict[str, Any]:
+            """Train, measure and log the model of ``weights[index]`` (seeded by ``seed``, not by the rank)."""
+            weight = weights[index]
             net = copy.deepcopy(base)
             fit = train_fp_regularised(
                 net,
@@ -481,7 +493,7 @@ def train_study(
                 if bound_samples
                 else None
             )
-            rows[str(weight)] = {
+            row = {
                 "derived_bound_estimate": None
                 if bound is None
                 else {
@@ -496,19 +508,29 @@ def train_study(
                 "gap_gaussian": gap.gaussian,
                 "outside_grid": gap.outside,
             }
-            samples_for_plot[dataset][f"ODE w={weight:g}"] = gap.x_ode
-            samples_for_plot[dataset][f"SDE w={weight:g}"] = gap.x_sde
-            samples_for_plot[dataset]["truth"] = gap.x_truth
             log(
                 f"[train] {dataset} w_R={weight}: fine-tuned {fit.wall_time:.0f}s, R̃ raw {rf.raw:.4g} / gauge-fixed "
                 f"{rf.gauge_fixed:.4g}, W2² ODE-SDE {gap.grid['ode_sde']:.4f}, ODE-truth {gap.grid['ode_truth']:.4f}, "
                 f"SDE-truth {gap.grid['sde_truth']:.4f}, floor {gap.grid['floor']:.4f}"
             )
+            return {"row": row, "x_ode": gap.x_ode, "x_sde": gap.x_sde, "x_truth": gap.x_truth}
+
+        # under torchrun the w_R models are split across the ranks (pysens.ensemble); rank 0 gathers them
+        run = run_shards(ShardPlan(len(weights), 1), lambda ix: fit_weight(ix.start), group=group, kind="ode-sde-gap")
+        if run is None:
+            continue
+        for weight, part in zip(weights, run.payloads, strict=True):
+            rows[str(weight)] = part["row"]
+            samples_for_plot[dataset][f"ODE w={weight:g}"] = part["x_ode"]
+            samples_for_plot[dataset][f"SDE w={weight:g}"] = part["x_sde"]
+            samples_for_plot[dataset]["truth"] = part["x_truth"]
         results[dataset] = {
             "models": rows,
             "trends": _trends(rows, weights),
             "pretraining": None if pretrain is None else pretrain.as_dict(),
         }
+    if group.rank != 0:
+        return None
     if digits:
         results["digits"] = _digits_study(out, weights, digits_steps, seed, device, progress, log)
     _plot_trained(out, samples_for_plot, results, datasets, weights)
@@ -716,6 +738,9 @@ def run(args: argparse.Namespace) -> int:
         lambda t: (0.09 * np.exp(-2 * t) + 0.5 * (1 - np.exp(-2 * t))) * (1 + 0.3 * np.exp(-t))
     ).as_dict()
     start = time.perf_counter()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.part != "train":
+        print("error: under torchrun, ode-sde-gap splits --part train only (one w_R model per shard)", file=sys.stderr)
+        return 2
     if args.part in ("all", "reproduce"):
         if authors_data_dir() is None:
             print(
@@ -749,6 +774,8 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             log=log,
         )
+        if report["train"] is None:  # a rank other than 0 of a torchrun job: rank 0 reports
+            return 0
         for dataset, res in report["train"]["results"].items():
             if "trends" in res:
                 t = res["trends"]

@@ -32,7 +32,8 @@ def solve(
     """Solve ``problem`` with the SciML-named ``method`` on ``backend``.
 
     Args:
-        problem: an :class:`ODEProblem` or :class:`SDEProblem`.
+        problem: an :class:`ODEProblem` or :class:`SDEProblem`, or a :class:`pysens.ensemble.EnsembleProblem`
+            (then ``trajectories=``, ``ensemble=`` and ``batch_size=`` are taken; see ``solve_ensemble``).
         method: a SciML method name (``"Tsit5"``, ``"DP5"``, ``"DP8"``, ``"RadauIIA5"``, ``"BDF"``, ``"EM"``…);
             see :data:`pysens.solvers.methods.METHODS`.
         backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"``.
@@ -54,6 +55,12 @@ def solve(
         A :class:`Solution`; numerical failure is its ``retcode`` with the partial solution, never an
         exception. Misuse (bad arguments) raises ``ValueError``/``TypeError`` naming the argument.
     """
+    if type(problem).__name__ == "EnsembleProblem":  # many trajectories: pysens.ensemble.solve_ensemble
+        from pysens.ensemble.problem import solve_ensemble
+
+        args = {"rtol": rtol, "atol": atol, "dt": dt, "saveat": saveat, "adaptive": adaptive, "timesteps": timesteps}
+        args |= {"maxiters": maxiters, "dtmin": dtmin, "dtmax": dtmax, "generator": generator}
+        return solve_ensemble(problem, method, backend, differentiable=differentiable, **args, **options)
     if isinstance(problem, SDEProblem):
         kind = "sde"
     elif isinstance(problem, ODEProblem):

@@ -36,6 +36,8 @@ from torch import Tensor
 from pysens.artifacts import save_figure, write_json
 from pysens.commands.siem_study import add_arguments as add_arguments  # re-exported for benchmarks/siem_study.py
 from pysens.diffusion import MLPScore, digits, read_checkpoint, train
+from pysens.ensemble.distributed import join_process_group, run_shards
+from pysens.ensemble.shards import ShardPlan
 from pysens.runtime import apply_runtime_options
 
 from .ddpm import WhiteNoisePlugin, sample_with_statistics
@@ -157,9 +159,10 @@ def _train_checkpoints(cfg: StudyConfig, data: Tensor, process, out: Path, log) 
     return rows
 
 
-def run_study(cfg: StudyConfig, log=print) -> dict:
+def run_study(cfg: StudyConfig, log=print) -> dict | None:
     """Run the study end to end; writes ``report.json``, ``fig2_metrics_vs_training.png`` and ``mu_curves.png``
-    into ``cfg.out`` and returns the report."""
+    into ``cfg.out`` and returns the report. Under ``torchrun -m pysens siem-study …`` rank 0 trains, the
+    checkpoints' sampling is split across the ranks, and rank 0 writes the report (the other ranks return None)."""
     start = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +178,18 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
 
     log(f"[1/4] training {len(cfg.widths)} width(s) x {cfg.checkpoints} checkpoints on {train_data.shape[0]} digits")
     t_train = time.perf_counter()
-    rows = _train_checkpoints(cfg, train_data, process, out, log)
+    group = join_process_group(cfg.device)  # one process unless a launcher such as torchrun started several
+    device = group.device
+    rows = _train_checkpoints(cfg, train_data, process, out, log) if group.rank == 0 else None
+    if group.distributed:  # rank 0 trains (checkpoints continue each other); the others wait for the list
+        # and take rank 0's global RNG state after training, which the classifier's initialisation draws from
+        cuda = device.type == "cuda"
+        shared = [rows, torch.get_rng_state(), torch.cuda.get_rng_state() if cuda else None]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        rows = shared[0]
+        torch.set_rng_state(shared[1])
+        if cuda:
+            torch.cuda.set_rng_state(shared[2])
     t_train = time.perf_counter() - t_train
     loaded = check_checkpoints([Path(r["path"]) for r in rows])
 
@@ -193,13 +207,15 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
     )
     white = WhiteNoisePlugin(positions=white_at, reference_mean=data_mean)
     t_sample = time.perf_counter()
-    mu_curves_per_config = []
-    for row, ck in zip(rows, loaded, strict=True):
-        model = ck.model.to(cfg.device).eval()
+
+    def measure(index: int) -> dict:
+        """Metrics of configuration ``index`` (every random number is seeded by the run, not by the rank)."""
+        row, ck = rows[index], loaded[index]
+        model = ck.model.to(device).eval()
         per_run: dict[str, list[float]] = {}
         curves = []
         for r in range(cfg.n_runs):
-            g = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 1000 + r)
+            g = torch.Generator(device=device).manual_seed(cfg.seed + 1000 + r)
             stats = sample_with_statistics(
                 model,
                 event,
@@ -209,7 +225,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
                 test_functions={"phi": phi},
                 white=white,
                 generator=g,
-                device=cfg.device,
+                device=device,
             )
             mu = mu_from_stats(stats, data_mean)
             curves.append({k: v.cpu() for k, v in mu.items()})
@@ -223,14 +239,25 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
             per_run.setdefault("fid_style", []).append(frechet_distance(feats, real_features))
             per_run.setdefault("w2_pixel", []).append(w2_distance(samples, real))
             per_run.setdefault("sw2_pixel", []).append(sliced_w2(samples, real, seed=cfg.seed + r))
-        row["metrics"] = {k: float(torch.tensor(v).mean()) for k, v in per_run.items()}
-        row["metrics_std"] = {k: float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for k, v in per_run.items()}
-        mu_curves_per_config.append({k: torch.stack([c[k] for c in curves]).mean(0) for k in curves[0]})
+        metrics = {k: float(torch.tensor(v).mean()) for k, v in per_run.items()}
         log(
-            f"  step {row['step']:5d} w{row['width']}: FID-style {row['metrics']['fid_style']:.3f}, "
-            f"W2 {row['metrics']['w2_pixel']:.3f}, SIEM-A(10%) {row['metrics']['siem_A_first10']:.3e}, "
-            f"|mu_eps|(10%) {row['metrics']['mu_eps_mean_first10']:.4f}"
+            f"  step {row['step']:5d} w{row['width']}: FID-style {metrics['fid_style']:.3f}, "
+            f"W2 {metrics['w2_pixel']:.3f}, SIEM-A(10%) {metrics['siem_A_first10']:.3e}, "
+            f"|mu_eps|(10%) {metrics['mu_eps_mean_first10']:.4f}"
         )
+        return {
+            "metrics": metrics,
+            "metrics_std": {k: float(torch.tensor(v).std()) if len(v) > 1 else 0.0 for k, v in per_run.items()},
+            "mu_curve": {k: torch.stack([c[k] for c in curves]).mean(0) for k in curves[0]},
+        }
+
+    # under torchrun the configurations are split across the ranks (pysens.ensemble); rank 0 gathers and reports
+    run = run_shards(ShardPlan(len(rows), 1), lambda ix: measure(ix.start), group=group, kind="siem-study")
+    if run is None:
+        return None
+    for row, part in zip(rows, run.payloads, strict=True):
+        row["metrics"], row["metrics_std"] = part["metrics"], part["metrics_std"]
+    mu_curves_per_config = [part["mu_curve"] for part in run.payloads]
     t_sample = time.perf_counter() - t_sample
 
     log("[4/4] correlations with bootstrap intervals")
@@ -402,5 +429,6 @@ def main_from_args(args: argparse.Namespace) -> int:
     if status:
         return status
     report = run_study(config_from_args(args))
-    print(json.dumps(report["nfe"]))
+    if report is not None:  # None on the ranks other than 0 of a torchrun job
+        print(json.dumps(report["nfe"]))
     return 0

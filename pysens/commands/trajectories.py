@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from pysens.cli_args import existing_file, output_folder, positive_float, positive_int, seed
+from pysens.runtime import add_threads_argument
 
 # the verbs that split their work across the ranks of a torchrun job (pysens/__main__.py refuses the others);
 # ode-sde-gap with --part train only
@@ -36,7 +37,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atol", type=positive_float, default=1e-5)
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda:LOCAL_RANK when available)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads per process")
+    add_threads_argument(parser)  # per process
     parser.add_argument("--no-gather", action="store_true", help="keep the shards only (no result.pt on rank 0)")
 
 

@@ -59,8 +59,9 @@ def test_verbs_refuse_bad_input(tmp_path, capsys):
     assert main(["sensitivity", "--samples", "2", "--data", str(tmp_path / "data.pt"), "--remove", "7", *common]) == 2
     assert "--remove indices must lie in [0, 5)" in capsys.readouterr().err
     assert main(["likelihood", "--data", str(tmp_path / "missing.pt"), *common]) == 2
-    assert "--data: no file" in capsys.readouterr().err
+    assert "argument --data" in (err := capsys.readouterr().err) and "is not an existing file" in err
     assert main(["sample", "--samples", "2", "--batch-size", "0", *common]) == 2
+    assert "argument --batch-size" in capsys.readouterr().err
 
 
 def test_unsharded_verbs_are_refused_under_a_multi_process_launcher():

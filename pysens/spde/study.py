@@ -36,6 +36,7 @@ from torch import Tensor
 from pysens.artifacts import save_figure, write_json
 from pysens.commands.siem_study import add_arguments as add_arguments  # re-exported for benchmarks/siem_study.py
 from pysens.diffusion import MLPScore, digits, read_checkpoint, train
+from pysens.progress import phase_bar, say
 from pysens.runtime import apply_runtime_options
 
 from .ddpm import WhiteNoisePlugin, sample_with_statistics
@@ -79,6 +80,7 @@ class StudyConfig:
     classifier_steps: int = 600
     seed: int = 0
     device: str = "cpu"
+    progress: bool = False  # tqdm bars (stderr) over the training checkpoints and the sampled configurations
     extra: dict = field(default_factory=dict)
 
 
@@ -131,7 +133,7 @@ def _train_checkpoints(cfg: StudyConfig, data: Tensor, process, out: Path, log) 
         torch.manual_seed(cfg.seed)
         model = MLPScore(tuple(data.shape[1:]), process, hidden=width, depth=cfg.depth).to(cfg.device)
         done = 0
-        for i, step in enumerate(milestones):
+        for i, step in enumerate(phase_bar(milestones, f"training width {width}", disable=not cfg.progress)):
             path = out / "checkpoints" / f"mlp_w{width}_step{step:06d}.pt"
             result = train(
                 model,
@@ -194,7 +196,8 @@ def run_study(cfg: StudyConfig, log=print) -> dict:
     white = WhiteNoisePlugin(positions=white_at, reference_mean=data_mean)
     t_sample = time.perf_counter()
     mu_curves_per_config = []
-    for row, ck in zip(rows, loaded, strict=True):
+    configurations = phase_bar(list(zip(rows, loaded, strict=True)), "sampling", disable=not cfg.progress)
+    for row, ck in configurations:
         model = ck.model.to(cfg.device).eval()
         per_run: dict[str, list[float]] = {}
         curves = []
@@ -401,6 +404,8 @@ def main_from_args(args: argparse.Namespace) -> int:
     status = apply_runtime_options(args)
     if status:
         return status
-    report = run_study(config_from_args(args))
+    cfg = config_from_args(args)
+    cfg.progress = True
+    report = run_study(cfg, log=say)  # phase lines on stderr, between the bars
     print(json.dumps(report["nfe"]))
     return 0

@@ -11,15 +11,31 @@ it is row-wise, so sample compaction still applies. It reads the time of the lea
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TimeProgressScore", "time_progress"]
+__all__ = ["TimeProgressScore", "phase_bar", "say", "time_progress"]
 
 RESOLUTION = 1000  # bar units over the whole time interval
+T = TypeVar("T")
+
+
+def say(message: str) -> None:
+    """A line on stderr that does not break an active tqdm bar (the study verbs' phase log)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def phase_bar(items: Iterable[T], desc: str, disable: bool = False) -> Iterable[T]:
+    """``items`` with a tqdm bar on stderr (removed when done): one tick per checkpoint, run or configuration."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, disable=disable, leave=False, file=sys.stderr)
 
 
 class TimeProgressScore(nn.Module):

@@ -17,6 +17,9 @@ def test_mixture_demo_writes_report_png_and_checkpoint(tmp_path, capsys):
     assert report["sampling"]["sde"]["retcode"] == "Success"
     # the float64 solve of the exact mixture reproduces the closed-form density
     assert report["likelihood"]["solver_check_max_abs_error"] < 1e-6
+    # standard errors of what the report averages
+    assert all(0 < se < 0.2 for se in report["sampling"]["moments"]["pf_ode"]["mean_standard_error"])
+    assert 0 < report["likelihood"]["model_excess_nll_standard_error"] < 0.2
     # even a short training run learns most of the score
     assert report["training"]["score_relative_mse"] < 0.2
     assert "held-out NLL" in capsys.readouterr().out
@@ -28,7 +31,11 @@ def test_digits_demo_runs_small(tmp_path):
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["sampling"]["pf_ode"]["retcode"] == "Success"
-    assert report["likelihood"]["bits_per_dim"] > 0
+    assert report["sampling"]["sde"]["retcode"] == "Success"
+    lik = report["likelihood"]
+    assert lik["bits_per_dim"] > 0 and 0 < lik["bits_per_dim_standard_error"] < lik["bits_per_dim"]
+    # float64 flow of the fitted Gaussian (d = 64, exact divergence, rtol = atol = 1e-9) vs its closed-form density
+    assert lik["solver_check"]["stats"]["retcode"] == "Success" and lik["solver_check_max_abs_error"] < 1e-6
 
 
 def test_backends_verb(capsys):

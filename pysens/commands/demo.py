@@ -80,9 +80,9 @@ def print_summary(report: dict) -> None:
     if "model_mean_nll" in lik:
         rows.append(
             (
-                "held-out NLL ± s.e.: model / exact",
-                f"{lik['model_mean_nll']:.4f} ± {lik['model_mean_nll_standard_error']:.4f} / "
-                f"{lik['exact_mean_nll']:.4f} ± {lik['exact_mean_nll_standard_error']:.4f}",
+                "held-out NLL: model / exact",
+                f"{lik['model_mean_nll']:.4f} / {lik['exact_mean_nll']:.4f} "
+                f"(excess {lik['model_excess_nll']:.4f} ± {lik['model_excess_nll_standard_error']:.4f} s.e.)",
             )
         )
     if "bits_per_dim" in lik:

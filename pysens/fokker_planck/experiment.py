@@ -47,6 +47,7 @@ from pysens.fokker_planck.potential import (
 )
 from pysens.fokker_planck.residual import residual_functional
 from pysens.fokker_planck.training import train_fp_regularised
+from pysens.progress import phase_bar, say
 from pysens.runtime import apply_runtime_options
 
 __all__ = ["DIGEST_RESIDUALS", "DIGEST_W2_TABLE", "add_cli", "build_parser", "reproduce_authors", "run", "train_study"]
@@ -107,6 +108,7 @@ def reproduce_authors(
     seed: int = 0,
     device: str = "cpu",
     log: Log = print,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Part (a): the W2² table from the precomputed histograms, R̃ of the 12 checkpoints, our samplers' gap on
     their checkpoints, and the derived bound with the log-ratio mismatch (:func:`_log_ratio_bounds`) for the
@@ -140,7 +142,7 @@ def reproduce_authors(
     start = time.perf_counter()
     for dataset in datasets:
         residuals[dataset] = {}
-        for weight in AUTHORS_WEIGHTS:
+        for weight in phase_bar(AUTHORS_WEIGHTS, f"residual R̃ {dataset}", disable=not progress):
             net = load_authors_checkpoint(authors_checkpoint_path(dataset, weight, folder), device=device)
             gen = torch.Generator(device=device).manual_seed(seed)
             uniform = residual_functional(
@@ -178,7 +180,7 @@ def reproduce_authors(
     start = time.perf_counter()
     for dataset in gap_datasets:
         gaps[dataset] = {}
-        for weight in AUTHORS_WEIGHTS:
+        for weight in phase_bar(AUTHORS_WEIGHTS, f"ODE-SDE gap {dataset}", disable=not progress):
             net = load_authors_checkpoint(authors_checkpoint_path(dataset, weight, folder), device=device)
             result = ode_sde_gap(
                 net,
@@ -204,7 +206,7 @@ def reproduce_authors(
     start = time.perf_counter()
     bounds = {
         dataset: _log_ratio_bounds(dataset, folder, table, bound_grid, bound_times, device, log)
-        for dataset in bound_datasets
+        for dataset in phase_bar(bound_datasets, "derived bound", disable=not progress)
     }
     bound_time = time.perf_counter() - start
 
@@ -728,9 +730,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    def log(message: str) -> None:
+    def log(message: str) -> None:  # on stderr, between the progress bars
         if not args.quiet:
-            print(message, flush=True)
+            say(message)
 
     report: dict[str, Any] = {"device": args.device, "threads": torch.get_num_threads()}
     # the closed-form §6.2 oracle: OU, σ0 = 0.3, a = v_true (1 + 0.3 e^{−t}), d = 2 (derived, not the paper's theorem)
@@ -758,6 +760,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             log=log,
+            progress=not args.quiet,
         )
     if args.part in ("all", "train"):
         report["train"] = train_study(

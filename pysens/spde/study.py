@@ -38,6 +38,7 @@ from pysens.commands.siem_study import add_arguments as add_arguments  # re-expo
 from pysens.diffusion import MLPScore, digits, read_checkpoint, train
 from pysens.ensemble.distributed import join_process_group, run_shards
 from pysens.ensemble.shards import ShardPlan
+from pysens.progress import phase_bar, say
 from pysens.runtime import apply_runtime_options
 
 from .ddpm import WhiteNoisePlugin, sample_with_statistics
@@ -81,6 +82,7 @@ class StudyConfig:
     classifier_steps: int = 600
     seed: int = 0
     device: str = "cpu"
+    progress: bool = False  # tqdm bars (stderr) over the training checkpoints and the sampled configurations
     extra: dict = field(default_factory=dict)
 
 
@@ -133,7 +135,7 @@ def _train_checkpoints(cfg: StudyConfig, data: Tensor, process, out: Path, log) 
         torch.manual_seed(cfg.seed)
         model = MLPScore(tuple(data.shape[1:]), process, hidden=width, depth=cfg.depth).to(cfg.device)
         done = 0
-        for i, step in enumerate(milestones):
+        for i, step in enumerate(phase_bar(milestones, f"training width {width}", disable=not cfg.progress)):
             path = out / "checkpoints" / f"mlp_w{width}_step{step:06d}.pt"
             result = train(
                 model,
@@ -207,9 +209,11 @@ def run_study(cfg: StudyConfig, log=print) -> dict | None:
     )
     white = WhiteNoisePlugin(positions=white_at, reference_mean=data_mean)
     t_sample = time.perf_counter()
+    ticks = iter(phase_bar(range(len(rows)), "sampling", disable=not cfg.progress))  # one tick per configuration
 
     def measure(index: int) -> dict:
         """Metrics of configuration ``index`` (every random number is seeded by the run, not by the rank)."""
+        next(ticks, None)
         row, ck = rows[index], loaded[index]
         model = ck.model.to(device).eval()
         per_run: dict[str, list[float]] = {}
@@ -428,7 +432,9 @@ def main_from_args(args: argparse.Namespace) -> int:
     status = apply_runtime_options(args)
     if status:
         return status
-    report = run_study(config_from_args(args))
+    cfg = config_from_args(args)
+    cfg.progress = True
+    report = run_study(cfg, log=say)  # phase lines on stderr, between the bars
     if report is not None:  # None on the ranks other than 0 of a torchrun job
         print(json.dumps(report["nfe"]))
     return 0

@@ -48,3 +48,16 @@ def test_check_turns_a_missed_target_into_exit_status_1(monkeypatch, tmp_path, c
     assert main(argv) == status
     err = capsys.readouterr().err
     assert ("target NOT met" in err and "fast enough" in err) == check
+
+
+def test_sensitivity_cost_suite_draws_its_png(tmp_path):
+    from pysens.bench.sensitivity_cost import plot_costs
+
+    cases = {"a: sample": 1.0, "b: + likelihood": 2.0, "c: + sensitivity P=1": 2.4, "c: + sensitivity P=8": 5.0}
+    rows = [
+        {"divergence": d, "case": c, "wall_median_s": w * 1e-3, "nf": 32, "njvp": 0, "retcode": "Success"}
+        for d in ("exact", "hutchinson")
+        for c, w in cases.items()
+    ] + [{"divergence": "exact", "case": "targets", "c1_over_b": 1.2}]
+    plot_costs(tmp_path / "sensitivity_cost.png", rows)
+    assert (tmp_path / "sensitivity_cost.png").stat().st_size > 10_000

@@ -37,13 +37,22 @@ class DenseSolver:
         self.D: Tensor | None = None  # [B, d, 1] row/column scale of the system, or None
         self.lu = None
 
-    def set_jacobian(self, t: Tensor, x: Tensor) -> None:
+    def set_jacobian(self, t: Tensor, x: Tensor, rows: Tensor | None = None) -> None:
+        """Evaluate J (and the scale D) at ``(t, x)``; with ``rows`` (a ``[B]`` mask), only those samples' are
+        replaced and the others keep theirs (per-sample Jacobian reuse)."""
         # the driver keeps clocks in float64; right-hand sides see times in the state's dtype
-        self.J = self.jacobian(t.to(x.dtype), x)
+        J = self.jacobian(t.to(x.dtype), x)
         self.work.njac += 1
+        D = None
         if self.norm is not None:
             sc = self.norm.scale(x).expand_as(x).reshape(x.shape[0], -1, 1)
-            self.D = torch.where(sc > 0, sc, torch.ones_like(sc))
+            D = torch.where(sc > 0, sc, torch.ones_like(sc))
+        if rows is None or self.J is None:
+            self.J, self.D = J, D
+            return
+        self.J = torch.where(rows[:, None, None], J, self.J)
+        if D is not None:
+            self.D = torch.where(rows[:, None, None], D, self.D)
 
     def factor(self, hgamma: Tensor) -> Tensor:
         """Factor M = I − hγ J (scaled: D⁻¹ M D) for every sample; returns a ``[B]`` mask of singular samples."""

@@ -67,8 +67,8 @@ class Counter:
 class ErrorNorm:
     """The componentwise scale ``atol + rtol * max(|x|, |y|)`` and the per-sample weighted RMS norm."""
 
-    def __init__(self, rtol: float, atol: float | Tensor, like: Tensor):
-        floor = 10 * torch.finfo(like.dtype).eps
+    def __init__(self, rtol: float, atol: float | Tensor, like: Tensor, floor_ulps: int = 10):
+        floor = floor_ulps * torch.finfo(like.dtype).eps
         if rtol < floor:
             # below ~10 ulp no step size can meet the tolerance: the solve would grind to MaxIters
             warnings.warn(f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4)

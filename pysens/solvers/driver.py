@@ -19,7 +19,12 @@ shrinks by ``clamp(safety * err^(-1/k), qmin, 1)``, a failed Newton iteration by
 after a rejection may not grow. Defaults: safety 0.9, qmin 0.2, qmax 10. The first step is chosen per
 sample by Hairer's algorithm (one extra right-hand-side call).
 
-Saving: ``saveat`` times are filled by the method's continuous extension where it has one; otherwise
+Step floor: a sample whose next step falls below ``dtmin`` (default 16 ulp of its own current time) stops with
+``DtLessThanMin`` (``Unstable`` / ``ConvergenceFailure`` when its last rejection was a non-finite state / a failed
+Newton iteration).
+
+Saving: a save time is reached when it lies within a few ulp of the step's end (relative to the times themselves,
+never to the span); ``saveat`` times are filled by the method's continuous extension where it has one; otherwise
 steps are shortened to land on them. Fixed-step mode walks a grid shared by all samples.
 """
 

@@ -1,0 +1,339 @@
+"""Stiff problems of the Bari *Test Set for IVP Solvers* with their published reference values at the final time.
+
+Source: F. Mazzia and C. Magherini, *Test Set for Initial Value Problem Solvers*, release 2.4 (2008), University of
+Bari and INdAM (https://archimede.uniba.it/~testset/, problem reports ``hires.pdf``, ``orego.pdf``, ``rober.pdf``,
+``vdpol.pdf``, ``e5.pdf``, ``pollu.pdf``). Right-hand sides and the reference values are those of the test set's
+Fortran files (subroutines ``feval`` and ``solut``: computed by RADAU5 with uround 1.01e-19, rtol = atol = h0 ≈
+1.1e-18); the same digits are in SciML's DiffEqProblemLibrary (``pollution_prob.jl``) and in IVPTestSuite.jl
+(``hires.jl``, ``rober.jl``, ``vdpol.jl``). E5 is problem E5 of Enright–Hull–Lindberg's stiff DETEST, as the test
+set states it.
+
+**scd** (significant correct digits, the test set's measure): ``scd = −log10 max_i |x_i − ref_i| / |ref_i|`` over the
+components at the final time, except the components a problem lists in ``absolute`` (reference zero or below any
+meaningful relative accuracy, e.g. E5's y1 ≈ 1e−290 and y4 = 0), whose absolute error enters instead.
+
+The registry :data:`PROBLEMS` maps a short name to a :class:`StiffTestProblem`; ``p.problem(batch)`` builds a
+batched :class:`~pysens.solvers.ODEProblem` (float64 by default, every row the same initial state), ``p.atol(rtol)``
+the absolute tolerance the suite pairs with ``rtol``, ``p.scd(x_final)`` the per-row scd.
+
+Tolerance pairing (``atol_ratio`` or a fixed ``atol``): the test set runs each problem with its own absolute
+tolerance; here E5 uses its 1.7e−24 (the test set's value, the components of interest are ~1e−22), the others
+``atol = atol_ratio · rtol`` with the ratio chosen below the smallest component the scd measures relatively
+(HIRES 1e−4 as SciMLBenchmarks' HIRES study, the other problems as listed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pysens.solvers import ODEProblem
+
+__all__ = ["PROBLEMS", "StiffTestProblem", "scd"]
+
+
+@dataclass(frozen=True)
+class StiffTestProblem:
+    """One problem of the test set.
+
+    Attributes:
+        name: registry key.
+        title: what it is, for tables.
+        rhs: ``rhs(t, x) -> dx/dt`` on rows ``x [B, d]`` (row-independent; ``t`` is ``[B]``, unused: autonomous).
+        x0: the initial state ``[d]``.
+        tspan: ``(t0, t1)``.
+        reference: the published values at ``t1`` ``[d]``.
+        atol_ratio: ``atol = atol_ratio * rtol`` (ignored when ``atol_fixed`` is set).
+        atol_fixed: a fixed absolute tolerance (E5).
+        absolute: components whose absolute (not relative) error enters the scd.
+        h0: the test set's suggested first step, or None.
+        source: where the definition and reference values come from.
+    """
+
+    name: str
+    title: str
+    rhs: Callable[[Tensor, Tensor], Tensor]
+    x0: tuple[float, ...]
+    tspan: tuple[float, float]
+    reference: tuple[float, ...]
+    atol_ratio: float = 1.0
+    atol_fixed: float | None = None
+    absolute: tuple[int, ...] = ()
+    h0: float | None = None
+    source: str = ""
+
+    @property
+    def dim(self) -> int:
+        return len(self.x0)
+
+    def problem(self, batch: int = 1, dtype: torch.dtype = torch.float64, device=None) -> ODEProblem:
+        """The problem as a batched :class:`ODEProblem`: ``batch`` identical rows ``[batch, d]``."""
+        if batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        x0 = torch.tensor(self.x0, dtype=dtype, device=device).expand(batch, -1).clone()
+        return ODEProblem(self.rhs, x0, self.tspan, name=f"{self.name}: {self.title}")
+
+    def atol(self, rtol: float) -> float:
+        """The absolute tolerance paired with ``rtol`` in the suite."""
+        return self.atol_fixed if self.atol_fixed is not None else self.atol_ratio * rtol
+
+    def scd(self, x_final: Tensor) -> Tensor:
+        """Significant correct digits of every row of ``x_final [B, d]`` (float64 ``[B]``; inf when exact)."""
+        return scd(x_final, self.reference, self.absolute)
+
+
+def scd(x_final: Tensor, reference, absolute: tuple[int, ...] = ()) -> Tensor:
+    """``−log10`` of the largest error of each row of ``x_final [B, d]`` against ``reference [d]``: relative error,
+    absolute for the indices in ``absolute``. NaN rows give NaN."""
+    x = x_final.detach().to(torch.float64).cpu().reshape(x_final.shape[0], -1)
+    ref = torch.as_tensor(reference, dtype=torch.float64).reshape(1, -1)
+    if x.shape[1] != ref.shape[1]:
+        raise ValueError(f"x_final must have {ref.shape[1]} components per row, got {x.shape[1]}")
+    err = (x - ref).abs()
+    rel = torch.ones(ref.shape[1], dtype=torch.bool)
+    rel[list(absolute)] = False
+    err = torch.where(rel, err / ref.abs().clamp_min(1e-300), err)
+    worst = err.max(1).values
+    out = -torch.log10(worst)
+    return torch.where(torch.isnan(worst), torch.full_like(worst, math.nan), out)
+
+
+# ---- right-hand sides (rows of x are independent samples) ----
+
+
+def _hires(t: Tensor, y: Tensor) -> Tensor:
+    y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(1)
+    r = 280.0 * y6 * y8
+    f7 = r - 1.81 * y7
+    return torch.stack(
+        [
+            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+            1.71 * y1 - 8.75 * y2,
+            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+            f7,
+            -f7,
+        ],
+        1,
+    )
+
+
+def _orego(t: Tensor, y: Tensor) -> Tensor:
+    y1, y2, y3 = y.unbind(1)
+    return torch.stack(
+        [77.27 * (y2 + y1 * (1.0 - 8.375e-6 * y1 - y2)), (y3 - (1.0 + y1) * y2) / 77.27, 0.161 * (y1 - y3)], 1
+    )
+
+
+def _rober(t: Tensor, y: Tensor) -> Tensor:
+    y1, y2, y3 = y.unbind(1)
+    f1 = -0.04 * y1 + 1.0e4 * y2 * y3
+    f3 = 3.0e7 * y2 * y2
+    return torch.stack([f1, -f1 - f3, f3], 1)
+
+
+def _vdpol(t: Tensor, y: Tensor) -> Tensor:
+    y1, y2 = y.unbind(1)
+    return torch.stack([y2, ((1.0 - y1 * y1) * y2 - y1) / 1.0e-6], 1)
+
+
+def _e5(t: Tensor, y: Tensor) -> Tensor:
+    a, b, cm, c = 7.89e-10, 1.1e7, 1.13e9, 1.13e3
+    y1, y2, y3, y4 = y.unbind(1)
+    p1, p2, p3, p4 = a * y1, b * y1 * y3, cm * y2 * y3, c * y4
+    f2 = p1 - p3
+    f4 = p2 - p4
+    return torch.stack([-p1 - p2, f2, f2 - f4, f4], 1)
+
+
+_POLLU_K = (
+    0.35,
+    0.266e2,
+    0.123e5,
+    0.86e-3,
+    0.82e-3,
+    0.15e5,
+    0.13e-3,
+    0.24e5,
+    0.165e5,
+    0.9e4,
+    0.22e-1,
+    0.12e5,
+    0.188e1,
+    0.163e5,
+    0.48e7,
+    0.35e-3,
+    0.175e-1,
+    0.1e9,
+    0.444e12,
+    0.124e4,
+    0.21e1,
+    0.578e1,
+    0.474e-1,
+    0.178e4,
+    0.312e1,
+)
+
+
+def _pollu(t: Tensor, y: Tensor) -> Tensor:
+    k = _POLLU_K
+    y = y.unbind(1)
+    r = [
+        k[0] * y[0],
+        k[1] * y[1] * y[3],
+        k[2] * y[4] * y[1],
+        k[3] * y[6],
+        k[4] * y[6],
+        k[5] * y[6] * y[5],
+        k[6] * y[8],
+        k[7] * y[8] * y[5],
+        k[8] * y[10] * y[1],
+        k[9] * y[10] * y[0],
+        k[10] * y[12],
+        k[11] * y[9] * y[1],
+        k[12] * y[13],
+        k[13] * y[0] * y[5],
+        k[14] * y[2],
+        k[15] * y[3],
+        k[16] * y[3],
+        k[17] * y[15],
+        k[18] * y[15],
+        k[19] * y[16] * y[5],
+        k[20] * y[18],
+        k[21] * y[18],
+        k[22] * y[0] * y[3],
+        k[23] * y[18] * y[0],
+        k[24] * y[19],
+    ]
+    r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13 = r[:13]
+    r14, r15, r16, r17, r18, r19, r20, r21, r22, r23, r24, r25 = r[13:]
+    return torch.stack(
+        [
+            -r1 - r10 - r14 - r23 - r24 + r2 + r3 + r9 + r11 + r12 + r22 + r25,
+            -r2 - r3 - r9 - r12 + r1 + r21,
+            -r15 + r1 + r17 + r19 + r22,
+            -r2 - r16 - r17 - r23 + r15,
+            -r3 + 2.0 * r4 + r6 + r7 + r13 + r20,
+            -r6 - r8 - r14 - r20 + r3 + 2.0 * r18,
+            -r4 - r5 - r6 + r13,
+            r4 + r5 + r6 + r7,
+            -r7 - r8,
+            -r12 + r7 + r9,
+            -r9 - r10 + r8 + r11,
+            r9,
+            -r11 + r10,
+            -r13 + r12,
+            r14,
+            -r18 - r19 + r16,
+            -r20,
+            r20,
+            -r21 - r22 - r24 + r23 + r25,
+            -r25 + r24,
+        ],
+        1,
+    )
+
+
+_TESTSET = "Mazzia & Magherini, Test Set for IVP Solvers 2.4 (Bari)"
+
+_PROBLEMS = [
+    StiffTestProblem(
+        "hires",
+        "HIRES, plant physiology (8 species)",
+        _hires,
+        (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057),
+        (0.0, 321.8122),
+        (
+            0.7371312573325668e-3,
+            0.1442485726316185e-3,
+            0.5888729740967575e-4,
+            0.1175651343283149e-2,
+            0.2386356198831331e-2,
+            0.6238968252742796e-2,
+            0.2849998395185769e-2,
+            0.2850001604814231e-2,
+        ),
+        atol_ratio=1e-4,
+        source=f"{_TESTSET}, hires.f (solut); IVPTestSuite.jl hires.jl",
+    ),
+    StiffTestProblem(
+        "orego",
+        "OREGO, Oregonator (3 species)",
+        _orego,
+        (1.0, 2.0, 3.0),
+        (0.0, 360.0),
+        (0.1000814870318523e1, 0.1228178521549917e4, 0.1320554942846706e3),
+        atol_ratio=1e-2,
+        source=f"{_TESTSET}, orego.f (solut)",
+    ),
+    StiffTestProblem(
+        "rober",
+        "ROBER, Robertson kinetics to t = 1e11",
+        _rober,
+        (1.0, 0.0, 0.0),
+        (0.0, 1e11),
+        (0.2083340149701255e-07, 0.8333360770334713e-13, 0.9999999791665050),
+        atol_ratio=1e-10,
+        source=f"{_TESTSET}, rober.f (solut); IVPTestSuite.jl rober.jl",
+    ),
+    StiffTestProblem(
+        "vdpol",
+        "VDPOL, Van der Pol with eps = 1e-6",
+        _vdpol,
+        (2.0, 0.0),
+        (0.0, 2.0),
+        (0.1706167732170483e1, -0.8928097010247975e0),
+        atol_ratio=1.0,
+        source=f"{_TESTSET}, vdpol.f (solut); IVPTestSuite.jl vdpol.jl",
+    ),
+    StiffTestProblem(
+        "e5",
+        "E5, pyrolysis to t = 1e13 (stiff DETEST)",
+        _e5,
+        (1.76e-3, 0.0, 0.0, 0.0),
+        (0.0, 1e13),
+        (0.1152903278711829e-290, 0.8867655517642120e-22, 0.8854814626268838e-22, 0.0),
+        atol_fixed=1.7e-24,
+        absolute=(0, 3),
+        source=f"{_TESTSET}, e5.f (solut)",
+    ),
+    StiffTestProblem(
+        "pollu",
+        "POLLU, air pollution (20 species)",
+        _pollu,
+        (0.0, 0.2, 0.0, 0.04, 0.0, 0.0, 0.1, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.007, 0.0, 0.0, 0.0),
+        (0.0, 60.0),
+        (
+            0.5646255480022769e-01,
+            0.1342484130422339e00,
+            0.4139734331099427e-08,
+            0.5523140207484359e-02,
+            0.2018977262302196e-06,
+            0.1464541863493966e-06,
+            0.7784249118997964e-01,
+            0.3245075353396018e00,
+            0.7494013383880406e-02,
+            0.1622293157301561e-07,
+            0.1135863833257075e-07,
+            0.2230505975721359e-02,
+            0.2087162882798630e-03,
+            0.1396921016840158e-04,
+            0.8964884856898295e-02,
+            0.4352846369330103e-17,
+            0.6899219696263405e-02,
+            0.1007803037365946e-03,
+            0.1772146513969984e-05,
+            0.5682943292316392e-04,
+        ),
+        atol_ratio=1e-6,
+        source=f"{_TESTSET}, pollu.f (solut); SciML DiffEqProblemLibrary pollution_prob.jl",
+    ),
+]
+
+PROBLEMS: dict[str, StiffTestProblem] = {p.name: p for p in _PROBLEMS}

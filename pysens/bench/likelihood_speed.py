@@ -65,6 +65,7 @@ def mlp_score(dim: int, seed: int) -> torch.nn.Module:
     return MLPScore(dim, VP(), hidden=256, depth=3).double()
 
 
+@torch.no_grad()  # as inside a solve
 def _engine_case(name: str, score, dim: int, batch: int, runs: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, dim, generator=g, dtype=torch.float64)

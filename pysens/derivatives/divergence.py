@@ -5,6 +5,8 @@ Exact, by one of four engines (all return F(x) with the divergence, so the field
 * ``"vjp"``: one forward pass, then the d reverse passes J_bᵀ e_i vmapped (``torch.func.vjp``);
 * ``"jvp"``: the d forward-mode products J_b e_i vmapped (``torch.func.jvp``);
 * ``"loop"``: one recorded graph and a Python loop of d ``torch.autograd.grad`` calls (FFJORD's brute force);
+  an evaluation engine: its results carry no autograd graph (``"auto"`` considers it only under ``no_grad``, as
+  solves run);
 * ``"analytic"``: a closed form the model provides, ``analytic(x) -> (F(x), ∇·F(x))``;
 * ``"auto"`` (default): ``"analytic"`` when given; otherwise the fastest of vjp / loop / jvp measured once per
   (``key``, shape, device, dtype) and cached (:mod:`pysens.derivatives.autotune`); inside ``torch.func``
@@ -97,16 +99,14 @@ def divergence(
         return _divergence_loop(fn, x)
     if inside_transform(x):
         return _divergence_vjp(fn, x, chunk_size)
-    _, result = measured_choice(
-        "divergence",
-        fn if key is None else key,
-        x,
-        {
-            "vjp": lambda: _divergence_vjp(fn, x, chunk_size),
-            "loop": lambda: _divergence_loop(fn, x),
-            "jvp": lambda: _divergence_jvp(fn, x, chunk_size),
-        },
-    )
+    candidates = {
+        "vjp": lambda: _divergence_vjp(fn, x, chunk_size),
+        "loop": lambda: _divergence_loop(fn, x),
+        "jvp": lambda: _divergence_jvp(fn, x, chunk_size),
+    }
+    if torch.is_grad_enabled():  # the loop returns values without a graph: only where none is being recorded
+        del candidates["loop"]
+    _, result = measured_choice("divergence", fn if key is None else key, x, candidates)
     return result
 
 

@@ -103,22 +103,17 @@ def _unit_rows(d: int, shape: torch.Size, like: Tensor) -> Tensor:
     return eye.reshape(d, 1, *shape[1:]).expand(d, *shape)
 
 
-def _with_grad(fn: Field, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(x_leaf, fn(x_leaf))`` with a graph to x (whatever the caller's grad mode)."""
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        return leaf, fn(leaf)
-
-
 def vjp_rows_loop(fn: Field, x: Tensor) -> tuple[Tensor, Tensor]:
     """``(fn(x), R)`` with ``R[i] = J_bᵀ e_i`` ``[d_out, B, *event]`` by a Python loop of reverse passes through one
     recorded graph (what FFJORD's ``divergence_bf`` does; cheapest on CPU when the per-pass work dominates)."""
-    leaf, y = _with_grad(fn, x)
-    flat = y.reshape(y.shape[0], -1)
+    leaf = x.detach().requires_grad_(True)
     rows = []
-    for i in range(flat.shape[1]):
-        (g,) = torch.autograd.grad(flat[:, i], leaf, torch.ones_like(flat[:, i]), retain_graph=True)
-        rows.append(g)
+    with torch.enable_grad():  # slicing the output must be recorded too, whatever the caller's grad mode
+        y = fn(leaf)
+        flat = y.reshape(y.shape[0], -1)
+        for i in range(flat.shape[1]):
+            (g,) = torch.autograd.grad(flat[:, i], leaf, torch.ones_like(flat[:, i]), retain_graph=True)
+            rows.append(g)
     return y.detach(), torch.stack(rows)
 
 

@@ -162,3 +162,14 @@ def test_hutchinson_engines_agree_and_are_unbiased_for_rademacher(xv):
     sd = torch.sqrt(((off**2) + off * off.mT).sum((1, 2)).clamp_min(0) / 4096)
     assert bool(((a - exact).abs() <= 6 * sd + 1e-12).all())
     assert math.isfinite(float(a.sum()))
+
+
+def test_engines_work_under_no_grad_as_inside_solves(xv):
+    f, jac = _field()
+    x, _ = xv
+    exact = jac(x).diagonal(dim1=1, dim2=2).sum(-1)
+    D.clear_engine_cache()
+    with torch.no_grad():
+        for engine in EXACT_DIVERGENCE:
+            assert (D.divergence(f, x, engine=engine)[1] - exact).abs().max() < 1e-12, engine
+        assert (D.jacobian(f, x, engine="loop")[1] - jac(x)).abs().max() < 1e-12

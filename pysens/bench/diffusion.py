@@ -48,7 +48,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +56,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pysens.artifacts import save_figure, write_json
+from pysens.bench.likelihood_peers import PeerLikelihood
 from pysens.bench.matched_error import (
     Case,
     Outcome,
@@ -112,15 +112,6 @@ def gaussian_mixture(
     covariances = 0.3 * a @ a.mT + 0.05 * torch.eye(dim, dtype=torch.float64)
     weights = torch.rand(components, generator=g, dtype=torch.float64) + 0.5
     return GaussianMixtureScore(means, covariances, weights, process=process or VP())
-
-
-@dataclass
-class PeerLikelihood:
-    """log p_{t0}(x) ``[B]`` from a peer path, its RHS calls and a pysens-style retcode."""
-
-    log_density: Tensor
-    nf: int
-    retcode: str = "Success"
 
 
 def augmented_field(score, process: ForwardProcess, probes: Tensor | None = None) -> Callable:

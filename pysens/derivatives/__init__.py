@@ -22,6 +22,7 @@ from .products import (
     time_derivative,
     vjp,
 )
+from .rows import ROW_JACOBIAN_ENGINES, row_jacobian
 
 __all__ = [
     "DIVERGENCE_ENGINES",
@@ -29,6 +30,7 @@ __all__ = [
     "HVP_ENGINES",
     "JACOBIAN_ENGINES",
     "JVP_ENGINES",
+    "ROW_JACOBIAN_ENGINES",
     "chosen_engines",
     "clear_engine_cache",
     "divergence",
@@ -38,6 +40,7 @@ __all__ = [
     "hutchinson_probes",
     "jacobian",
     "jvp",
+    "row_jacobian",
     "time_derivative",
     "vjp",
 ]

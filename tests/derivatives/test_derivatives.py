@@ -173,3 +173,18 @@ def test_engines_work_under_no_grad_as_inside_solves(xv):
         for engine in EXACT_DIVERGENCE:
             assert (D.divergence(f, x, engine=engine)[1] - exact).abs().max() < 1e-12, engine
         assert (D.jacobian(f, x, engine="loop")[1] - jac(x)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("engine", D.ROW_JACOBIAN_ENGINES)
+def test_row_jacobian_engines_with_per_sample_times(engine, xv):
+    f, jac = _field()
+    x, _ = xv
+    t = torch.linspace(0.5, 2.0, B, dtype=torch.float64)
+
+    def g(s, y):  # J_b = t_b · (A diag(1 − tanh²) + 2c diag(x_b))
+        return s[:, None] * f(y)
+
+    D.clear_engine_cache()
+    with torch.no_grad():
+        J = D.row_jacobian(g, t, x, engine=engine)
+    assert (J - t[:, None, None] * jac(x)).abs().max() < 1e-12

@@ -70,6 +70,11 @@ _SUITES = [
         "exact-divergence engines and likelihoods against k-diffusion-style and score_sde-style pipelines",
     ),
     Suite("stiff", "pysens.bench.stiff:main", "stiff work-precision: torch Rosenbrock/ESDIRK vs scipy and CVODE"),
+    Suite(
+        "stiff-testset",
+        "pysens.bench.stiff_testset:main",
+        "Bari test-set problems (HIRES, OREGO, ROBER, VDPOL, E5, POLLU): scd vs time and RHS calls, every backend",
+    ),
     Suite("spde", "pysens.bench.spde:main", "grid SPDE work-precision and SIEM's first-10% cost"),
     Suite("sensitivity", "pysens.bench.sensitivity_cost:main", "cost of sample sensitivities vs sampling"),
     Suite("fp-residual", "pysens.bench.fp_residual:main", "Fokker–Planck residual: exact engines and Hutchinson"),

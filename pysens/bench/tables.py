@@ -89,6 +89,43 @@ def _stiff(results: Path) -> str:
     return "\n".join(out)
 
 
+def _stiff_testset(results: Path) -> str:
+    """Per test-set problem: each setup's scd, time and RHS calls at every rtol; ✗ marks a Success below
+    −log10(rtol) − margin correct digits (a wrong answer), a retcode stands in for a failed solve."""
+    data = _load(results, "stiff_testset.json")
+    cfg = data["config"]
+    rtols = cfg["rtols"]
+    out = [
+        f"Cells: scd (significant correct digits at the final time) · time [s] · RHS calls; "
+        f"✗ = `Success` with scd < −log10(rtol) − {cfg['digits_margin']} (a wrong answer). "
+        f"{cfg['runs']} timed run(s) after {cfg['warmup']} warm-up(s), maxiters {cfg.get('maxiters', '–')} per solve"
+        + (", quick sweep" if cfg["quick"] else "")
+        + ".\n"
+    ]
+    for key, wp in data["problems"].items():
+        rows = []
+        for setup in dict.fromkeys(p["setup"] for p in wp["points"]):
+            cells = [setup]
+            for r in rtols:
+                p = next((q for q in wp["points"] if q["setup"] == setup and q["reltol"] == r), None)
+                if p is None:
+                    cells.append("–")
+                elif p["retcode"] != "Success":
+                    cells.append(f"`{p['retcode'].split(':')[0]}`")
+                else:
+                    mark = " ✗" if p["wrong"] else ""
+                    cells.append(f"{_num(p['scd'], '.1f')}{mark} · {_num(p['time_min'], '.2g')} · {p.get('nf') or 0}")
+            rows.append(cells)
+        atol = wp["points"][0]["abstol"] if wp["points"] else None
+        where = f"d = {wp.get('dim', '?')}, atol at rtol {rtols[0]:.0e}: {_num(atol, '.1e')}"
+        out.append(f"**{key}**: {wp.get('title', key)} ({where})")
+        out.append("")
+        out.append(_table(["setup"] + [f"rtol {r:.0e}" for r in rtols], rows))
+    wrong = data["wrong"]
+    out.append(f"Wrong answers returned as `Success`: **{len(wrong)}** (target: 0).\n")
+    return "\n".join(out)
+
+
 def _spde(results: Path) -> str:
     data = _load(results, "spde.json")
     rows = []
@@ -394,6 +431,7 @@ def _likelihood_speed(results: Path) -> str:
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "likelihood-speed": _likelihood_speed,
     "stiff": _stiff,
+    "stiff-testset": _stiff_testset,
     "spde": _spde,
     "sensitivity": _sensitivity,
     "siem": _siem,

@@ -12,6 +12,14 @@ set states it.
 components at the final time, except the components a problem lists in ``absolute`` (reference zero or below any
 meaningful relative accuracy, e.g. E5's y1 ≈ 1e−290 and y4 = 0), whose absolute error enters instead.
 
+E5 is measured on derived quantities. Its exact solution keeps the linear invariant y2 − y3 − y4 = 0 (the derivatives
+cancel: f2 − f3 = f4), so with y4(1e13) ≈ 0 the exact y2 and y3 agree to ~1e−290; the published y2 and y3 differ by
+1.28e−24 (1.45e−3 relative), an error of the reference itself. No solution that keeps the invariant can reach more
+than 2.8 scd against the published y2, y3 (scipy Radau, BDF and LSODA at rtol 1e−12 all stop at 2.8–3.2), while
+their mean (y2 + y3)/2 agrees with all three to ~1e−5. So E5's scd compares the mean m = (y2 + y3)/2 (relative,
+against the published mean) and the invariant relative to it, (y2 − y3 − y4)/m (absolute, against 0); y1 and y4 are
+~1e−290 and 0, below any absolute accuracy that matters.
+
 The registry :data:`PROBLEMS` maps a short name to a :class:`StiffTestProblem`; ``p.problem(batch)`` builds a
 batched :class:`~pysens.solvers.ODEProblem` (float64 by default, every row the same initial state), ``p.atol(rtol)``
 the absolute tolerance the suite pairs with ``rtol``, ``p.scd(x_final)`` the per-row scd.
@@ -52,6 +60,8 @@ class StiffTestProblem:
         absolute: components whose absolute (not relative) error enters the scd.
         h0: the test set's suggested first step, or None.
         source: where the definition and reference values come from.
+        measure: maps final states ``[B, d]`` to the quantities the scd compares (default: the state itself), with
+            ``measured_reference`` their reference values.
     """
 
     name: str
@@ -65,6 +75,8 @@ class StiffTestProblem:
     absolute: tuple[int, ...] = ()
     h0: float | None = None
     source: str = ""
+    measure: Callable[[Tensor], Tensor] | None = None
+    measured_reference: tuple[float, ...] | None = None
 
     @property
     def dim(self) -> int:
@@ -83,7 +95,10 @@ class StiffTestProblem:
 
     def scd(self, x_final: Tensor) -> Tensor:
         """Significant correct digits of every row of ``x_final [B, d]`` (float64 ``[B]``; inf when exact)."""
-        return scd(x_final, self.reference, self.absolute)
+        if self.measure is None:
+            return scd(x_final, self.reference, self.absolute)
+        x = x_final.detach().to(torch.float64).cpu().reshape(x_final.shape[0], -1)
+        return scd(self.measure(x), self.measured_reference, self.absolute)
 
 
 def scd(x_final: Tensor, reference, absolute: tuple[int, ...] = ()) -> Tensor:
@@ -150,6 +165,15 @@ def _e5(t: Tensor, y: Tensor) -> Tensor:
     f2 = p1 - p3
     f4 = p2 - p4
     return torch.stack([-p1 - p2, f2, f2 - f4, f4], 1)
+
+
+def _e5_measure(y: Tensor) -> Tensor:
+    """E5's compared quantities: m = (y2 + y3)/2 and the invariant (y2 − y3 − y4)/m (see the module docstring)."""
+    m = 0.5 * (y[:, 1] + y[:, 2])
+    return torch.stack([m, (y[:, 1] - y[:, 2] - y[:, 3]) / m], 1)
+
+
+_E5_REF = (0.1152903278711829e-290, 0.8867655517642120e-22, 0.8854814626268838e-22, 0.0)
 
 
 _POLLU_K = (
@@ -298,10 +322,12 @@ _PROBLEMS = [
         _e5,
         (1.76e-3, 0.0, 0.0, 0.0),
         (0.0, 1e13),
-        (0.1152903278711829e-290, 0.8867655517642120e-22, 0.8854814626268838e-22, 0.0),
+        _E5_REF,
         atol_fixed=1.7e-24,
-        absolute=(0, 3),
+        absolute=(1,),
         source=f"{_TESTSET}, e5.f (solut)",
+        measure=_e5_measure,
+        measured_reference=(0.5 * (_E5_REF[1] + _E5_REF[2]), 0.0),
     ),
     StiffTestProblem(
         "pollu",

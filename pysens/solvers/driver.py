@@ -19,7 +19,12 @@ shrinks by ``clamp(safety * err^(-1/k), qmin, 1)``, a failed Newton iteration by
 after a rejection may not grow. Defaults: safety 0.9, qmin 0.2, qmax 10. The first step is chosen per
 sample by Hairer's algorithm (one extra right-hand-side call).
 
-Saving: ``saveat`` times are filled by the method's continuous extension where it has one; otherwise
+Step floor: a sample whose next step falls below ``dtmin`` (default 16 ulp of its own current time) stops with
+``DtLessThanMin`` (``Unstable`` / ``ConvergenceFailure`` when its last rejection was a non-finite state / a failed
+Newton iteration).
+
+Saving: a save time is reached when it lies within a few ulp of the step's end (relative to the times themselves,
+never to the span); ``saveat`` times are filled by the method's continuous extension where it has one; otherwise
 steps are shortened to land on them. Fixed-step mode walks a grid shared by all samples.
 """
 
@@ -34,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .options import SolveOptions, fixed_grid
+from .options import SolveOptions, fixed_grid, time_slack
 from .problem import ODEProblem
 from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, SUCCESS, UNSTABLE, Solution, Stats
 
@@ -67,13 +72,11 @@ class Counter:
 class ErrorNorm:
     """The componentwise scale ``atol + rtol * max(|x|, |y|)`` and the per-sample weighted RMS norm."""
 
-    def __init__(self, rtol: float, atol: float | Tensor, like: Tensor):
-        floor = 10 * torch.finfo(like.dtype).eps
+    def __init__(self, rtol: float, atol: float | Tensor, like: Tensor, floor_ulps: int = 10):
+        floor = floor_ulps * torch.finfo(like.dtype).eps
         if rtol < floor:
             # below ~10 ulp no step size can meet the tolerance: the solve would grind to MaxIters
-            warnings.warn(
-                f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4
-            )
+            warnings.warn(f"rtol={rtol:g} is below what {like.dtype} can resolve; using rtol={floor:.1e}", stacklevel=4)
             rtol = floor
         self.rtol = rtol
         self.atol = atol.to(dtype=like.dtype, device=like.device) if isinstance(atol, Tensor) else atol
@@ -152,6 +155,19 @@ def _initial_step(
     return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
 
 
+FLOOR_ULPS = 16
+
+
+def step_floor(t: Tensor, span: float) -> Tensor:
+    """The default smallest step per sample, ``[B]``: ``FLOOR_ULPS`` ulp of the sample's current time.
+
+    It follows the clock as SciML's does (a step below a few ulp of ``t`` no longer moves ``t``), never the span: a
+    transient at t ~ 1e-6 of a solve to 1e11 still gets steps of 1e-12. At t = 0 the ulp of ``eps · span`` stands in
+    for that of t (a step of 1e-300 at the origin is no step anyone needs)."""
+    eps = torch.finfo(torch.float64).eps
+    return FLOOR_ULPS * eps * t.abs().clamp_min(eps * span)
+
+
 def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: ErrorNorm) -> Solution:
     start = time.perf_counter()
     x0 = problem.x0
@@ -173,9 +189,7 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
     done = torch.zeros(B, dtype=torch.bool, device=device)
     naccept = torch.zeros(B, dtype=torch.long, device=device)
     nreject = torch.zeros(B, dtype=torch.long, device=device)
-    slack = 1e-13 * max(span, abs(t0), abs(t1), 1.0)
-
-    if bool((saveat[0] - t0).abs() <= slack):
+    if bool((saveat[0] - t0).abs() <= time_slack(saveat[0], t0)):
         out[0] = x
         idx += 1
 
@@ -200,9 +214,7 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
         err_prev = torch.ones(B, dtype=torch.float64, device=device)
         after_reject = torch.zeros(B, dtype=torch.bool, device=device)
         last_failure = torch.zeros(B, dtype=torch.long, device=device)  # 0 error, 1 non-finite, 2 Newton
-        dtmin = (
-            opts.dtmin if opts.dtmin is not None else 64 * torch.finfo(torch.float64).eps * max(span, abs(t0), abs(t1))
-        )
+        user_dtmin = opts.dtmin
     else:
         grid = fixed_grid(problem.tspan, opts.dt, opts.timesteps, None if dense else opts.saveat).to(device)
 
@@ -246,6 +258,7 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
         # fill the save points that fall inside accepted steps
         while True:
             target = saveat[idx.clamp(max=n_save - 1)]
+            slack = time_slack(target, t_new)
             pend = accept & (idx < n_save) & (direction * (target - t_new) <= slack)
             if not bool(pend.any()):
                 break
@@ -279,7 +292,7 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
             after_reject = torch.where(active, reject, after_reject)
             why = torch.where(newton_failed, 2, torch.where(finite, 0, 1))
             last_failure = torch.where(reject, why, last_failure)
-            tiny = ~done & (h.abs() < dtmin)
+            tiny = ~done & (h.abs() < (step_floor(t, span) if user_dtmin is None else user_dtmin))
             if bool(tiny.any()):
                 code[tiny & (last_failure == 0)] = _CODES.index(DT_LESS_THAN_MIN)
                 code[tiny & (last_failure == 1)] = _CODES.index(UNSTABLE)

@@ -36,6 +36,7 @@ from .solution import Solution
 
 KAPPA = 0.01
 MAX_NEWTON = 10
+RTOL_FLOOR_ULPS = 100
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class ESDIRKTableau:
     b_error: tuple[float, ...]  # b - b_hat
     a_explicit: tuple[tuple[float, ...], ...] | None = None  # IMEX: explicit coefficients, same layout
     reference: str = ""
+    embedded_order: int | None = None  # order of b_hat (default order − 1)
+
+    @property
+    def error_order(self) -> int:
+        """Order of the error estimate: its local error is O(h^(error_order+1)). The estimate b − b̂ measures the
+        lower-order solution of the pair: TRBDF2's b̂ is third order, so its estimate is that of the propagated
+        second-order solution (O(h³)), KenCarp4's is that of its third-order companion (O(h⁴))."""
+        return min(self.order, self.order - 1 if self.embedded_order is None else self.embedded_order)
 
     @property
     def stages(self) -> int:
@@ -80,6 +89,7 @@ def _trbdf2() -> ESDIRKTableau:
         b,
         tuple(x - y for x, y in zip(b, b_hat, strict=True)),
         reference="Hosea & Shampine (1996), Analysis and implementation of TR-BDF2 (ESDIRK form)",
+        embedded_order=3,
     )
 
 
@@ -144,7 +154,7 @@ class ESDIRKStepper(Stepper):
 
     def __init__(self, problem: ODEProblem, tab: ESDIRKTableau, norm: ErrorNorm, extra: dict):
         self.problem, self.tab, self.norm = problem, tab, norm
-        self.name, self.order, self.error_order = tab.name, tab.order, tab.order - 1
+        self.name, self.order, self.error_order = tab.name, tab.order, tab.error_order
         self.imex = tab.a_explicit is not None and isinstance(problem, SplitODEProblem)
         dtype = problem.x0.dtype
         self.f = Counter(problem.f, dtype)
@@ -152,39 +162,52 @@ class ESDIRKStepper(Stepper):
         self.f_explicit = Counter(problem.f2, dtype) if self.imex else None
         self.work = WorkCounts()
         self.linear = make_linear_solver(problem, self.work, norm, extra, implicit_only=self.imex)
-        self.jac_fresh = False
-        self.jac_point = None
+        self.stale: Tensor | None = None  # [B]: the sample's Jacobian is refreshed before its next attempt
         self.eta = None
 
     def start(self, t: Tensor, x: Tensor) -> Tensor:
         self.eta = torch.ones(x.shape[0], dtype=torch.float64, device=x.device)
+        self.stale = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         return self.f(t, x)
 
-    def _refresh_jacobian(self, t: Tensor, x: Tensor, force: bool) -> None:
-        # dense Jacobians are expensive: keep one while Newton converges well (reset by a failure or slow rate)
-        if force or self.jac_point is None or not isinstance(self.linear, DenseSolver):
+    def _refresh_jacobian(self, t: Tensor, x: Tensor, rows: Tensor) -> Tensor:
+        """New Jacobians for the samples in ``rows`` (dense: the others keep theirs; matrix-free: J v is always
+        evaluated at this step's start). Returns the ``[B]`` mask of samples whose Jacobian is fresh."""
+        if not isinstance(self.linear, DenseSolver):
             self.linear.set_jacobian(t, x)
-            self.jac_point = (t, x)
-            self.jac_fresh = True
+            return torch.ones_like(rows)
+        if bool(rows.any()):
+            self.linear.set_jacobian(t, x, rows)
+        return rows
 
     def attempt(self, t: Tensor, x: Tensor, h: Tensor, adaptive: bool) -> Attempt:
+        """One step per sample. Every decision is the sample's own (its clock, its Jacobian's age, its Newton
+        history), so a sample takes the same steps alone and in any batch, bit for bit."""
         tab = self.tab
-        self._refresh_jacobian(t, x, force=False)
-        failed = self._attempt_once(t, x, h)
-        if bool(failed.any()) and not self.jac_fresh:
-            # a stale Jacobian may be the reason: retry once with a fresh one before rejecting the step
-            self._refresh_jacobian(t, x, force=True)
-            failed = self._attempt_once(t, x, h)
-        x_new, FI, FE = self._x_new, self._FI, self._FE
+        fresh = self._refresh_jacobian(t, x, self.stale)
+        eta_before = self.eta
+        run = self._attempt_once(t, x, h)
+        retry = run[0] & ~fresh
+        if bool(retry.any()):
+            # a stale Jacobian may be why Newton failed: those samples retry once with a fresh one (the others'
+            # rows of the second run are identical to the first, and discarded with their Newton history)
+            eta_first = self.eta
+            self.eta = torch.where(retry, eta_first, eta_before)
+            self._refresh_jacobian(t, x, retry)
+            again = self._attempt_once(t, x, h)
+            self.eta = torch.where(retry, self.eta, eta_first)
+            run = _merge(retry, run, again)
+        failed, slow, x_new, FI, FE = run
+        self.stale = slow  # slow convergence: that sample's Jacobian is refreshed at its next attempt
         err = None
         if adaptive:
             hb = bcast(h.to(x.dtype), x)
             e = stage_sum(tab.b_error, [fi if fe is None else fi + fe for fi, fe in zip(FI, FE, strict=True)])
             err = self.norm(self.linear.solve(hb * e), x, x_new)
-        self.jac_fresh = False
         return Attempt(x_new=x_new, err=err, failed=failed)
 
-    def _attempt_once(self, t: Tensor, x: Tensor, h: Tensor) -> Tensor:
+    def _attempt_once(self, t: Tensor, x: Tensor, h: Tensor):
+        """The stages of one step: ``(failed, slow, x_new, FI, FE)``, the masks ``[B]``."""
         tab = self.tab
         hb = bcast(h.to(x.dtype), x)
         hg = hb * tab.gamma
@@ -204,12 +227,8 @@ class ESDIRKStepper(Stepper):
             slow |= rate > 0.5
             FI.append((z - psi) * inv_hg)
             FE.append(self.f_explicit(ti, z) if self.imex else None)
-        b = tab.b
-        incr = stage_sum(b, [fi if fe is None else fi + fe for fi, fe in zip(FI, FE, strict=True)])
-        self._x_new, self._FI, self._FE = x + hb * incr, FI, FE
-        if bool(slow.any()):
-            self.jac_point = None  # slow convergence: refresh the Jacobian next step
-        return failed
+        incr = stage_sum(tab.b, [fi if fe is None else fi + fe for fi, fe in zip(FI, FE, strict=True)])
+        return failed, slow, x + hb * incr, FI, FE
 
     def _newton(self, ti: Tensor, psi: Tensor, z: Tensor, hg: Tensor, x: Tensor):
         """Solve z = ψ + hγ F(ti, z) per sample; returns (z, converged mask, max contraction rate)."""
@@ -223,7 +242,10 @@ class ESDIRKStepper(Stepper):
             delta = self.linear.solve(-G)
             live = bcast(~converged, z)
             z = torch.where(live, z + delta, z)
-            nd = self.norm(delta, x)
+            # the correction in units of the stage's h·F (z = ψ + γ·hF): that is what enters x_new, magnified by
+            # 1/γ, so measuring z's own correction would stop Newton 1/γ (4× for KenCarp4) too early (SciML's
+            # NLNewton iterates on h·F for the same reason)
+            nd = self.norm(delta, x) / self.tab.gamma
             if prev is None:
                 done_now = self.eta * nd <= KAPPA
             else:
@@ -242,8 +264,23 @@ class ESDIRKStepper(Stepper):
         return z, ok, rate
 
 
+def _merge(rows: Tensor, first: tuple, second: tuple) -> tuple:
+    """Per sample, ``second``'s results where ``rows`` else ``first``'s (tuples of masks, states, stage lists)."""
+
+    def pick(a, b):
+        if a is None:
+            return None
+        if isinstance(a, list):
+            return [pick(u, v) for u, v in zip(a, b, strict=True)]
+        return torch.where(bcast(rows, a) if a.dim() > 1 else rows, b, a)
+
+    return tuple(pick(a, b) for a, b in zip(first, second, strict=True))
+
+
 def solve_esdirk(problem: ODEProblem, name: str, opts: SolveOptions) -> Solution:
-    norm = ErrorNorm(opts.rtol, opts.atol, problem.x0)
+    # the stage derivatives (z − ψ)/(hγ) carry the rounding of z divided by hγ, so the error estimate's rounding
+    # floor is ~eps/γ·Σ|b − b̂|, not eps: below ~100 ulp of rtol the estimate is noise and the steps creep
+    norm = ErrorNorm(opts.rtol, opts.atol, problem.x0, floor_ulps=RTOL_FLOOR_ULPS)
     stepper = ESDIRKStepper(problem, ESDIRK_TABLEAUS[name], norm, opts.extra)
     sol = integrate(problem, stepper, opts, norm)
     for counter in (stepper.f_implicit, stepper.f_explicit):

@@ -31,6 +31,23 @@ class SolveOptions:
     extra: dict
 
 
+TIME_ULPS = 8
+"""Two times closer than this many ulp of the larger are the same time (save points, grid nodes, span ends)."""
+
+
+def time_slack(a, b):
+    """The distance below which times ``a`` and ``b`` are the same: ``TIME_ULPS`` ulp of the larger magnitude.
+
+    Relative to the times in question, never to the span: on tspan (0, 1e13) the times 1e-3 and 0.99 stay
+    distinct. Works on floats and (broadcasting) float64 tensors."""
+    eps = TIME_ULPS * 2.220446049250313e-16
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return eps * torch.maximum(
+            torch.as_tensor(a, dtype=torch.float64).abs(), torch.as_tensor(b, dtype=torch.float64).abs()
+        )
+    return eps * max(abs(a), abs(b))
+
+
 def _check_tol(value, name: str) -> None:
     if isinstance(value, Tensor):
         if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
@@ -51,8 +68,7 @@ def make_saveat(saveat, tspan: tuple[float, float]) -> Tensor:
         raise ValueError("saveat must be finite")
     direction = 1.0 if t1 > t0 else -1.0
     lo, hi = min(t0, t1), max(t0, t1)
-    slack = 1e-12 * max(1.0, abs(t0), abs(t1))
-    if bool((ts < lo - slack).any()) or bool((ts > hi + slack).any()):
+    if bool((ts < lo - time_slack(lo, ts)).any()) or bool((ts > hi + time_slack(hi, ts)).any()):
         raise ValueError(f"saveat times must lie within tspan {tspan}, got range [{ts.min():g}, {ts.max():g}]")
     steps = (ts[1:] - ts[:-1]) * direction
     if bool((steps <= 0).any()):
@@ -73,8 +89,8 @@ def fixed_grid(tspan: tuple[float, float], dt: float | None, timesteps, saveat: 
         grid = torch.as_tensor(timesteps, dtype=torch.float64).detach().cpu().reshape(-1)
         if grid.numel() < 2 or not bool(torch.isfinite(grid).all()):
             raise ValueError("timesteps must be a finite 1-D grid with at least two times")
-        slack = 1e-12 * max(1.0, abs(t0), abs(t1))
-        if abs(float(grid[0]) - t0) > slack or abs(float(grid[-1]) - t1) > slack:
+        g0, g1 = float(grid[0]), float(grid[-1])
+        if abs(g0 - t0) > time_slack(g0, t0) or abs(g1 - t1) > time_slack(g1, t1):
             raise ValueError(f"timesteps must run from tspan[0]={t0} to tspan[1]={t1}")
         if bool(((grid[1:] - grid[:-1]) * (1 if t1 > t0 else -1) <= 0).any()):
             raise ValueError("timesteps must be strictly monotone from tspan[0] to tspan[1]")
@@ -83,8 +99,7 @@ def fixed_grid(tspan: tuple[float, float], dt: float | None, timesteps, saveat: 
         n = max(1, math.ceil(abs(t1 - t0) / dt * (1 - 1e-12)))
         grid = torch.linspace(t0, t1, n + 1, dtype=torch.float64)
     if saveat is not None:
-        span = abs(t1 - t0)
-        missing = [float(s) for s in saveat if bool(((grid - s).abs() > 1e-12 * span).all())]
+        missing = [float(s) for s in saveat if bool(((grid - s).abs() > time_slack(grid, float(s))).all())]
         if missing:
             merged = torch.cat([grid, torch.tensor(missing, dtype=torch.float64)])
             grid = merged.sort(descending=t1 < t0).values

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 import torch
 
 from ..methods import MethodInfo
-from ..options import SolveOptions
+from ..options import SolveOptions, time_slack
 from ..problem import ODEProblem
 from ..solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, FAILURE, MAX_ITERS, SUCCESS, UNSTABLE, Solution, Stats
 from . import BackendNotAvailable
@@ -99,17 +99,23 @@ class _SaveRows:
     def __init__(self, saveat: np.ndarray, t0: float, t1: float, y0: np.ndarray):
         self.saveat, self.direction = saveat, 1.0 if t1 > t0 else -1.0
         self.out = np.full((saveat.size, y0.size), np.nan)
-        self.slack = 1e-13 * max(abs(t0), abs(t1), 1.0)
         self.k = 0
-        while self.k < saveat.size and abs(saveat[self.k] - t0) <= self.slack:
+        while self.k < saveat.size and abs(saveat[self.k] - t0) <= time_slack(saveat[self.k], t0):
             self.out[self.k] = y0
             self.k += 1
 
+    def pending(self, t: float) -> bool:
+        """Whether the next save time is at or before ``t`` (the same time within a few ulp of either)."""
+        if self.k >= self.saveat.size:
+            return False
+        s = float(self.saveat[self.k])
+        return self.direction * (s - t) <= time_slack(s, t)
+
     def fill(self, t: float, y: np.ndarray, interpolate) -> None:
         """Save every pending time up to ``t``: ``y`` at ``t`` itself, ``interpolate(s)`` before it."""
-        while self.k < self.saveat.size and self.direction * (self.saveat[self.k] - t) <= self.slack:
-            s = self.saveat[self.k]
-            self.out[self.k] = y if abs(s - t) <= self.slack else interpolate(s)
+        while self.pending(t):
+            s = float(self.saveat[self.k])
+            self.out[self.k] = y if abs(s - t) <= time_slack(s, t) else interpolate(s)
             self.k += 1
 
 
@@ -186,7 +192,7 @@ def solve(problem: ODEProblem, method: MethodInfo, opts: SolveOptions) -> Soluti
             retcode, message = UNSTABLE, f"non-finite state at t={solver.t}"
             break
         naccept += 1
-        if rows.k < rows.saveat.size and rows.direction * (rows.saveat[rows.k] - solver.t) <= rows.slack:
+        if rows.pending(solver.t):
             rows.fill(solver.t, solver.y, solver.dense_output())
 
     stats = Stats(

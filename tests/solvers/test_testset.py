@@ -1,0 +1,70 @@
+"""The stiff test-set problems (Bari test set): definitions, the scd measure, and a CI-sized sample of the suite."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from pysens.bench import tables
+from pysens.bench.stiff_testset import DIGITS_MARGIN, run_problem
+from pysens.bench.testset import PROBLEMS, scd
+from pysens.bench.work_precision import Setup
+from pysens.solvers import solve
+
+DT = torch.float64
+
+
+def test_scd_is_minus_log10_of_the_worst_relative_error():
+    ref = (2.0, -4.0, 1e-20)
+    x = torch.tensor([[2.0 * (1 + 1e-5), -4.0, 1e-20], [2.0, -4.0 * (1 - 1e-3), 0.0]], dtype=DT)
+    got = scd(x, ref)
+    assert abs(float(got[0]) - 5.0) < 1e-9 and float(got[1]) == 0.0  # y3 = 0 against 1e-20: 100% off
+    assert abs(float(scd(x, ref, absolute=(2,))[1]) - 3.0) < 1e-9  # absolute error of y3 (1e-20) is negligible
+    assert math.isinf(float(scd(torch.tensor([ref], dtype=DT), ref)[0]))
+
+
+def test_every_problem_is_batched_row_independent_and_matches_its_reference_shape():
+    for p in PROBLEMS.values():
+        prob = p.problem(3)
+        assert prob.x0.shape == (3, p.dim) and len(p.reference) == p.dim
+        x = prob.x0 * torch.tensor([[1.0], [1.1], [0.9]], dtype=DT)
+        f = prob.f(torch.zeros(3, dtype=DT), x)
+        for b in range(3):
+            assert torch.equal(f[b : b + 1], prob.f(torch.zeros(1, dtype=DT), x[b : b + 1]))
+        assert p.atol(1e-6) > 0
+
+
+def test_e5_measure_keeps_the_invariant_and_the_mean():
+    p = PROBLEMS["e5"]
+    m = 0.5 * (p.reference[1] + p.reference[2])
+    consistent = torch.tensor([[0.0, m * (1 + 1e-6), m * (1 + 1e-6), 0.0]], dtype=DT)
+    assert abs(float(p.scd(consistent)[0]) - 6.0) < 1e-6
+    drifted = torch.tensor([[0.0, m * (1 + 1e-2), m * (1 - 1e-2), 0.0]], dtype=DT)  # mean right, invariant 2% off
+    assert float(p.scd(drifted)[0]) < 2.0
+
+
+@pytest.mark.parametrize(
+    "name,method,backend,rtol", [("hires", "Rodas5P", "torch", 1e-6), ("rober", "Rodas5P", "torch", 1e-6)]
+)
+def test_test_set_sample_is_right_to_its_tolerance(name, method, backend, rtol):
+    # the acceptance rule of the suite on a CI-sized sample: Success means at least -log10(rtol) - 1.5 digits
+    p = PROBLEMS[name]
+    sol = solve(p.problem(1), method, backend, rtol=rtol, atol=p.atol(rtol))
+    assert sol.retcode == "Success"
+    assert float(p.scd(sol.final)[0]) >= -math.log10(rtol) - DIGITS_MARGIN
+
+
+def test_suite_sweep_marks_points_and_renders(tmp_path):
+    p = PROBLEMS["hires"]
+    wp = run_problem(p, [1e-4], [Setup("torch Rodas5P", "Rodas5P", options={"linsolve": "dense"})])
+    (point,) = wp.points
+    assert point["retcode"] == "Success" and point["scd"] >= 4 - DIGITS_MARGIN and point["wrong"] is False
+    data = {
+        "problems": {"hires": wp.as_dict() | {"title": p.title, "dim": p.dim}},
+        "wrong": [],
+        "config": {"rtols": [1e-4], "runs": 1, "warmup": 0, "quick": True, "digits_margin": 1.5, "maxiters": 100},
+    }
+    (tmp_path / "stiff_testset.json").write_text(json.dumps(data))
+    text = tables.render("stiff-testset", tmp_path)
+    assert "| torch Rodas5P |" in text and f"{point['scd']:.1f} ·" in text and "**0**" in text

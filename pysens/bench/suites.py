@@ -67,6 +67,11 @@ _SUITES = [
         "likelihood vs exact GMM against torchdiffeq and scipy RK45; PF-ODE, sensitivity and SDE sampling",
         folder="diffusion",
     ),
+    Suite(
+        "likelihood-speed",
+        "pysens.bench.likelihood_speed:main",
+        "exact-divergence engines and likelihoods against k-diffusion-style and score_sde-style pipelines",
+    ),
     Suite("stiff", "pysens.bench.stiff:main", "stiff work-precision: torch Rosenbrock/ESDIRK vs scipy and CVODE"),
     Suite(
         "stiff-testset",

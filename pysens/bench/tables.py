@@ -424,7 +424,41 @@ def _distributed(results: Path) -> str:
     return out + f"\nGPUs: {data['expected_gpu_scaling']}.\n"
 
 
+def _likelihood_speed(results: Path) -> str:
+    data = _load(results, "likelihood_speed.json")
+    out = ""
+    if data.get("engines"):
+        out += "**Exact divergence per call** (float64, one thread, t = 0.5; ms, min over interleaved rounds)\n\n"
+        rows = [
+            [
+                e["case"],
+                str(e["batch"]),
+                *(_num(e["ms"][k], ".2f") for k in ("loop", "vjp", "jvp", "auto")),
+                e["auto_chose"],
+                _times(e["loop_over_auto"]),
+                _num(max(e["max_abs_diff_vs_loop"].values()), ".1e"),
+                "met" if e["met"] else "NOT met",
+            ]
+            for e in data["engines"]
+        ]
+        head = ["score", "B", "loop", "vjp", "jvp", "auto", "auto chose", "loop / auto", "max Δ vs loop", "≥ 1.0×"]
+        out += _table(head, rows)
+    level = data.get("target_error")
+    for r in data.get("end_to_end", []):
+        out += f"\n**Likelihood end to end, {r['problem']}, B = {r['batch']}** (exact divergence, float64; "
+        out += f"seconds to mean error {_num(level, 'g')} on each path's front; {r['error']})\n\n"
+        secs = r["seconds_at_target_error"]
+        rows = [[name, _num(v, ".2f")] for name, v in secs.items()]
+        for peer, ratio in r["peer_over_pysens_at_target"].items():
+            rows.append([f"{peer} / {r['pysens_best']}", _times(ratio)])
+        met = {None: "–", True: "met", False: "NOT met"}[r["met"]]
+        rows.append([f"target ≥ {_num(r['target'], 'g')}× vs both peers", met])
+        out += _table(["setup", "seconds"], rows)
+    return out
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
+    "likelihood-speed": _likelihood_speed,
     "distributed": _distributed,
     "stiff": _stiff,
     "stiff-testset": _stiff_testset,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pysens.derivatives import DIVERGENCE_ENGINES
 from pysens.diffusion.divergence import exact_divergence, hutchinson_divergence, hutchinson_probes
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch, resolve_process
 from pysens.diffusion.sampling import ScoreModel, check_cutoff, check_score_model
@@ -62,6 +63,7 @@ def log_likelihood(
     terminal_log_density: Callable[[Tensor], Tensor] | None = None,
     chunk_size: int | None = None,
     probes: Tensor | None = None,
+    divergence_engine: str = "auto",
     **solve_kwargs,
 ) -> LikelihoodResult:
     """log p_{t0}(x) per sample under the model's probability-flow ODE.
@@ -69,11 +71,15 @@ def log_likelihood(
     Args:
         score, process: the model and its forward process.
         x: ``[B, *event]`` points at time ``t0``.
-        divergence: ``"exact"`` (d vmapped JVPs per evaluation; ``chunk_size`` bounds memory) or
+        divergence: ``"exact"`` (``divergence_engine`` picks how; ``chunk_size`` bounds vmapped engines' memory) or
             ``"hutchinson"`` (``n_probes`` fixed probes per solve, drawn once from ``generator``:
             an unbiased estimate of the log-density's change).
         probes: Hutchinson probes ``[K, B, *event]`` to use instead of drawing them (sharded runs draw them per
             trajectory: :mod:`pysens.ensemble`).
+        divergence_engine: the exact divergence's engine (:func:`pysens.derivatives.divergence`): ``"auto"``
+            (default) uses the model's closed form when it has one (``score.score_and_divergence(x, t)``, e.g.
+            :class:`~pysens.diffusion.GaussianMixtureScore`), else the fastest of the exact engines measured once
+            for this score and shape; or force ``"vjp"``, ``"jvp"``, ``"loop"``, ``"analytic"``.
         terminal_log_density: ``log p_T(x_T) -> [B]``; default ``process.prior_log_density``.
         method, backend, rtol, atol, **solve_kwargs: passed to :func:`pysens.solve`.
     """
@@ -94,6 +100,9 @@ def log_likelihood(
     elif probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
         raise ValueError(f"probes must be shaped [K, {', '.join(map(str, x.shape))}], got {tuple(probes.shape)}")
     layout = StateLayout(x=event, delta=())
+    analytic = getattr(score, "score_and_divergence", None) if divergence_engine in ("auto", "analytic") else None
+    if divergence_engine not in DIVERGENCE_ENGINES:
+        raise ValueError(f"divergence_engine must be one of {DIVERGENCE_ENGINES}, got {divergence_engine!r}")
 
     def rhs(t: Tensor, z: Tensor) -> Tensor:
         y = layout.unpack(z)["x"]
@@ -102,7 +111,10 @@ def log_likelihood(
             return score(u, t)
 
         if probes is None:
-            s, div_s = exact_divergence(field, y, chunk_size)
+            closed_form = None if analytic is None else (lambda u: analytic(u, t))
+            s, div_s = exact_divergence(
+                field, y, chunk_size, engine=divergence_engine, analytic=closed_form, key=("score", id(score))
+            )
         else:
             s, div_s = hutchinson_divergence(field, y, probes)
         f, g2 = process.drift_coef(t), process.g2(t)

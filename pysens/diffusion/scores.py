@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from pysens.diffusion.mixture_derivatives import mixture_score_and_divergence, mixture_score_and_jacobian
 from pysens.diffusion.mixtures import (
     MixtureCovariance,
     MixtureEvaluation,
@@ -130,6 +131,25 @@ class GaussianMixtureScore(nn.Module):
     def forward(self, x: Tensor, t: Time) -> Tensor:
         """The score ∇_x log p_t(x), shaped like ``x``."""
         return self.log_density_and_score(x, t).score
+
+    def _flat_coefficients(self, x: Tensor, t: Time) -> tuple[Tensor, Tensor, Tensor]:
+        check_state(x, self._event_shape, self.means.dtype, self.means.device)
+        self.process.check_time(t)
+        t = time_like(t, x).expand(x.shape[0])
+        return x.reshape(x.shape[0], -1), self.process.scale(t), self.process.sigma(t)
+
+    def score_and_divergence(self, x: Tensor, t: Time) -> tuple[Tensor, Tensor]:
+        """The score (shaped like ``x``) and its exact divergence ∇·s ``[B]`` in closed form (one pass, no autodiff;
+        :mod:`pysens.diffusion.mixture_derivatives`)."""
+        flat, alpha, beta = self._flat_coefficients(x, t)
+        s, div = mixture_score_and_divergence(flat, alpha, beta, self.means, self.log_weights, self.covariance)
+        return s.reshape(x.shape), div
+
+    def score_and_jacobian(self, x: Tensor, t: Time) -> tuple[Tensor, Tensor]:
+        """The score (shaped like ``x``) and its per-sample Jacobian ∇s ``[B, d, d]`` in closed form."""
+        flat, alpha, beta = self._flat_coefficients(x, t)
+        s, jac = mixture_score_and_jacobian(flat, alpha, beta, self.means, self.log_weights, self.covariance)
+        return s.reshape(x.shape), jac
 
     def log_density(self, x: Tensor, t: Time) -> Tensor:
         """log p_t(x), shape ``[B]``."""

@@ -122,7 +122,17 @@ def sde_sample_sensitivity(
             if trace_mode == "hutchinson":
                 probes = hutchinson_probes(1, x.shape, generator=generator, dtype=x.dtype, device=x.device)
             stacked = torch.cat(tangents) if tangents else None
-            jets = score_jets(setup.score, x, t, stacked, divergence=trace_mode, probes=probes, chunk_size=chunk_size)
+            # one engine for every trace mode: J_s·dW (Milstein's x correction) is then bit-identical across them
+            jets = score_jets(
+                setup.score,
+                x,
+                t,
+                stacked,
+                divergence=trace_mode,
+                probes=probes,
+                chunk_size=chunk_size,
+                engine="forward",
+            )
             n_jvp += 0 if stacked is None else stacked.shape[0]
             n_jvp += {None: 0, "exact": d, "hutchinson": 1}[trace_mode]
             s = jets.score

@@ -32,7 +32,7 @@ class MethodInfo:
 
 
 # linear-solver options of the implicit methods (see pysens.solvers.linalg)
-LINEAR_OPTIONS = ("linsolve", "krylov_dim", "krylov_restarts", "krylov_tol", "precond")
+LINEAR_OPTIONS = ("linsolve", "krylov_dim", "krylov_restarts", "krylov_tol", "precond", "jvp_engine")
 
 
 _ADD, _DIAG = ("additive",), ("additive", "diagonal")

@@ -115,14 +115,12 @@ def _block_jacobian(f: RHS, t: Tensor, x: Tensor) -> Tensor:
     """Per-sample Jacobians ``[B, d, d]`` of a batch-independent ``f``.
 
     Batch independence makes d(Σ_b f_b)/dx_b the b-th diagonal block: one reverse pass per output
-    component, vmapped, whatever B is.
+    component, vmapped, whatever B is; or one reverse pass over d stacked copies of the rows
+    (:func:`pysens.derivatives.row_jacobian` picks by measuring once).
     """
-    b, d = x.shape[0], math.prod(x.shape[1:])
+    from pysens.derivatives import row_jacobian  # the engine (vmapped VJPs or replicated rows) is measured once
 
-    def summed(y: Tensor) -> Tensor:
-        return f(t, y).reshape(b, d).sum(0)
-
-    return torch.func.jacrev(summed)(x).reshape(d, b, d).permute(1, 0, 2)
+    return row_jacobian(f, t, x, key=("rhs", id(f)))
 
 
 def _sum_of(f1: RHS, f2: RHS) -> RHS:

@@ -91,7 +91,7 @@ DENSE_ONLY = frozenset({"RadauIIA5"})
 AUTO_DENSE_MAX = 64
 LINSOLVES = ("auto", "dense", "gmres")
 # torch-backend linear-solver options with no faithful counterpart in OrdinaryDiffEq's solver interface
-UNSUPPORTED_OPTIONS = ("krylov_restarts", "krylov_tol", "precond")
+UNSUPPORTED_OPTIONS = ("krylov_restarts", "krylov_tol", "precond", "jvp_engine")
 
 # SciML ReturnCode names -> ours; anything else (Default, InitialFailure, ...) is a Failure whose message names the
 # Julia code. Terminated comes only from a terminating callback, which pysens never passes; it ends the solve

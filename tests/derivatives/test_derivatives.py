@@ -1,0 +1,190 @@
+"""The derivative layer against closed forms: a row-wise field with a hand-derived Jacobian, and the Gaussian
+mixture score (its Jacobian and divergence in closed form). Exact engines agree with the closed forms to a few
+ulp of O(1) arithmetic (1e-12); finite-difference engines to their truncation/rounding balance."""
+
+import math
+
+import pytest
+import torch
+
+from pysens import derivatives as D
+from pysens.derivatives.autotune import batch_bucket
+from pysens.diffusion import VP, EmpiricalScore, GaussianMixtureScore
+
+B, d = 5, 4
+EXACT_DIVERGENCE = ("vjp", "jvp", "loop", "auto")
+
+
+def _field():
+    """F(x)_b = A tanh(x_b) + c x_b² (elementwise square): J_b = A diag(1 − tanh² x_b) + 2c diag(x_b)."""
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64)
+    c = 0.7
+
+    def f(x):
+        return torch.tanh(x) @ A.T + c * x**2
+
+    def jac(x):
+        return A[None] * (1 - torch.tanh(x) ** 2)[:, None, :] + torch.diag_embed(2 * c * x)
+
+    return f, jac
+
+
+@pytest.fixture
+def xv():
+    g = torch.Generator().manual_seed(4)
+    return torch.randn(B, d, generator=g, dtype=torch.float64), torch.randn(B, d, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("engine", D.JACOBIAN_ENGINES)
+def test_jacobian_engines_match_closed_form(engine, xv):
+    f, jac = _field()
+    x, _ = xv
+    fx, J = D.jacobian(f, x, engine=engine)
+    tol = 1e-12 if engine != "fd" else 1e-6  # one-sided difference: about sqrt(eps)·(1 + |x|)·|f''|
+    assert torch.allclose(fx, f(x), atol=1e-14, rtol=0)
+    assert (J - jac(x)).abs().max() < tol
+
+
+@pytest.mark.parametrize("engine", D.JVP_ENGINES)
+def test_jvp_engines_match_closed_form(engine, xv):
+    f, jac = _field()
+    x, v = xv
+    v[2] = 0.0  # a zero tangent row gives exactly zero under every engine
+    _, jv = D.jvp(f, x, v, engine=engine)
+    exact = torch.einsum("bij,bj->bi", jac(x), v)
+    tol = {"fd": 1e-6, "fd-central": 1e-9}.get(engine, 1e-12)
+    assert (jv - exact).abs().max() < tol
+    assert bool((jv[2] == 0).all())
+
+
+def test_vjp_and_time_derivative(xv):
+    f, jac = _field()
+    x, u = xv
+    _, jtu = D.vjp(f, x, u)
+    assert (jtu - torch.einsum("bji,bj->bi", jac(x), u)).abs().max() < 1e-12
+    t = torch.linspace(0.1, 0.9, B, dtype=torch.float64)
+
+    def g(s, y):  # ∂g/∂t = cos(t) y
+        return torch.sin(s)[:, None] * y
+
+    for engine, tol in (("forward", 1e-14), ("double-vjp", 1e-14), ("fd", 1e-7), ("fd-central", 1e-9)):
+        assert (D.time_derivative(g, t, x, engine=engine) - torch.cos(t)[:, None] * x).abs().max() < tol, engine
+
+
+@pytest.mark.parametrize("engine", EXACT_DIVERGENCE)
+def test_divergence_engines_match_trace(engine, xv):
+    f, jac = _field()
+    x, _ = xv
+    D.clear_engine_cache()
+    fx, div = D.divergence(f, x, engine=engine)
+    assert torch.allclose(fx, f(x), atol=1e-14, rtol=0)
+    assert (div - jac(x).diagonal(dim1=1, dim2=2).sum(-1)).abs().max() < 1e-12
+
+
+def test_auto_caches_its_choice_per_key_and_bucket(xv):
+    f, _ = _field()
+    x, _ = xv
+    D.clear_engine_cache()
+    D.divergence(f, x, key="field")
+    D.divergence(f, x[:3], key="field")  # batch 3 and 5 fall in different buckets (4, 8)
+    D.divergence(f, x, key="field")
+    chosen = D.chosen_engines()
+    assert len(chosen) == 2 and set(chosen.values()) <= {"vjp", "jvp", "loop"}
+    assert batch_bucket(5) == 8 and batch_bucket(8) == 8 and batch_bucket(1) == 1
+
+
+def test_bad_engine_names_are_refused(xv):
+    f, _ = _field()
+    x, v = xv
+    with pytest.raises(ValueError, match="engine"):
+        D.divergence(f, x, engine="trace")
+    with pytest.raises(ValueError, match="engine"):
+        D.jvp(f, x, v, engine="reverse")
+    with pytest.raises(ValueError, match="analytic"):
+        D.divergence(f, x, engine="analytic")
+
+
+def _mixtures():
+    g = torch.Generator().manual_seed(5)
+    means = torch.randn(3, d, generator=g, dtype=torch.float64)
+    a = torch.randn(3, d, d, generator=g, dtype=torch.float64)
+    return {
+        "full": GaussianMixtureScore(means, 0.2 * a @ a.mT + 0.05 * torch.eye(d, dtype=torch.float64), process=VP()),
+        "diagonal": GaussianMixtureScore(means, torch.rand(3, d, generator=g, dtype=torch.float64), process=VP()),
+        "isotropic": GaussianMixtureScore(means, torch.rand(3, generator=g, dtype=torch.float64), process=VP()),
+        "empirical": EmpiricalScore(means, process=VP()),
+    }
+
+
+@pytest.mark.parametrize("kind", ["full", "diagonal", "isotropic", "empirical"])
+def test_mixture_closed_forms_match_autodiff(kind, xv):
+    model = _mixtures()[kind]
+    x, _ = xv
+    t = torch.linspace(0.05, 0.9, B, dtype=torch.float64)
+
+    def field(u):
+        return model(u, t)
+
+    s, J = model.score_and_jacobian(x, t)
+    s2, div = model.score_and_divergence(x, t)
+    _, J_ad = D.jacobian(field, x, engine="vjp")
+    scale = J_ad.abs().max()
+    assert torch.allclose(s, field(x), atol=1e-13 * (1 + s.abs().max()), rtol=0)
+    assert (J - J_ad).abs().max() < 1e-12 * scale
+    assert (div - J_ad.diagonal(dim1=1, dim2=2).sum(-1)).abs().max() < 1e-12 * d * scale
+    _, div_auto = D.divergence(field, x, analytic=lambda u: model.score_and_divergence(u, t))
+    assert torch.equal(div_auto, div)
+
+
+def test_hessian_vector_product_of_log_density(xv):
+    model = _mixtures()["full"]
+    x, v = xv
+    t = torch.full((B,), 0.3, dtype=torch.float64)
+    s, J = model.score_and_jacobian(x, t)  # the Hessian of log p_t is the score's Jacobian
+    for engine in D.HVP_ENGINES:
+        grad, hv = D.hessian_vector_product(lambda u: model.log_density(u, t), x, v, engine=engine)
+        assert (grad - s).abs().max() < 1e-12
+        assert (hv - torch.einsum("bij,bj->bi", J, v)).abs().max() < 1e-12 * (1 + J.abs().max())
+
+
+def test_hutchinson_engines_agree_and_are_unbiased_for_rademacher(xv):
+    f, jac = _field()
+    x, _ = xv
+    probes = D.hutchinson_probes(4096, x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    _, a = D.hutchinson_divergence(f, x, probes, engine="jvp")
+    _, b = D.hutchinson_divergence(f, x, probes, engine="vjp")
+    assert (a - b).abs().max() < 1e-12
+    exact = jac(x).diagonal(dim1=1, dim2=2).sum(-1)
+    # Rademacher: variance Σ_{i≠j} (J_ij² + J_ij J_ji) / K per sample; 6 standard deviations
+    J = jac(x)
+    off = J - torch.diag_embed(J.diagonal(dim1=1, dim2=2))
+    sd = torch.sqrt(((off**2) + off * off.mT).sum((1, 2)).clamp_min(0) / 4096)
+    assert bool(((a - exact).abs() <= 6 * sd + 1e-12).all())
+    assert math.isfinite(float(a.sum()))
+
+
+def test_engines_work_under_no_grad_as_inside_solves(xv):
+    f, jac = _field()
+    x, _ = xv
+    exact = jac(x).diagonal(dim1=1, dim2=2).sum(-1)
+    D.clear_engine_cache()
+    with torch.no_grad():
+        for engine in EXACT_DIVERGENCE:
+            assert (D.divergence(f, x, engine=engine)[1] - exact).abs().max() < 1e-12, engine
+        assert (D.jacobian(f, x, engine="loop")[1] - jac(x)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("engine", D.ROW_JACOBIAN_ENGINES)
+def test_row_jacobian_engines_with_per_sample_times(engine, xv):
+    f, jac = _field()
+    x, _ = xv
+    t = torch.linspace(0.5, 2.0, B, dtype=torch.float64)
+
+    def g(s, y):  # J_b = t_b · (A diag(1 − tanh²) + 2c diag(x_b))
+        return s[:, None] * f(y)
+
+    D.clear_engine_cache()
+    with torch.no_grad():
+        J = D.row_jacobian(g, t, x, engine=engine)
+    assert (J - t[:, None, None] * jac(x)).abs().max() < 1e-12

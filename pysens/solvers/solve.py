@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .backends import get_backend
+from .backends import canonical_backend, get_backend
+from .entry import check_solve_arguments, checked_problem, drop_scalar_axis, lift_atol, lift_scalar_state
 from .methods import TORCH_ONLY_OPTIONS, check_noise, resolve_method
 from .options import build_options
 from .problem import ODEProblem, SDEProblem
@@ -35,7 +36,7 @@ def solve(
         problem: an :class:`ODEProblem` or :class:`SDEProblem`.
         method: a SciML method name (``"Tsit5"``, ``"DP5"``, ``"DP8"``, ``"RadauIIA5"``, ``"BDF"``, ``"EM"``…);
             see :data:`pysens.solvers.methods.METHODS`.
-        backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"``.
+        backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"`` (any case, like method names).
         rtol, atol: local error tolerances (SciML defaults 1e-3 / 1e-6); ``atol`` may be a tensor
             broadcastable to the state. Each backend measures error with its own norm (torch: per-sample
             RMS; scipy: RMS over the whole flattened batch), so compare backends by measured error.
@@ -52,7 +53,9 @@ def solve(
 
     Returns:
         A :class:`Solution`; numerical failure is its ``retcode`` with the partial solution, never an
-        exception. Misuse (bad arguments) raises ``ValueError``/``TypeError`` naming the argument.
+        exception. Misuse (bad arguments) raises ``ValueError``/``TypeError`` naming the argument, and so does a
+        user callable whose first output has the wrong shape, dtype or device (see :mod:`pysens.solvers.entry`).
+        A state ``x0`` shaped ``[B]`` (no event axes) gives ``x`` shaped ``[n_save, B]``.
     """
     if isinstance(problem, SDEProblem):
         kind = "sde"
@@ -60,6 +63,18 @@ def solve(
         kind = "ode"
     else:
         raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
+    backend = canonical_backend(backend)
+    check_solve_arguments(
+        problem.tspan,
+        dt=dt,
+        timesteps=timesteps,
+        adaptive=adaptive,
+        maxiters=maxiters,
+        dtmin=dtmin,
+        dtmax=dtmax,
+        rtol=rtol,
+        differentiable=differentiable,
+    )
     module = get_backend(backend)
     info = resolve_method(method, backend, kind)
     if kind == "sde":
@@ -94,5 +109,10 @@ def solve(
             raise ValueError(
                 f"atol of shape {tuple(opts.atol.shape)} does not broadcast to the state {tuple(problem.x0.shape)}"
             ) from None
+    scalar_state = problem.x0.dim() == 1
+    problem = checked_problem(problem)
+    if scalar_state:
+        problem, opts.atol = lift_scalar_state(problem), lift_atol(opts.atol, True)
     with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-        return module.solve(problem, info, opts)
+        sol = module.solve(problem, info, opts)
+    return drop_scalar_axis(sol) if scalar_state else sol

@@ -276,3 +276,28 @@ def checked_score(fn: Callable, name: str = "score") -> FirstCallCheck:
 def checked_log_density(fn: Callable, name: str) -> FirstCallCheck:
     """A log-density ``name(x) -> [B]``, one value per sample."""
     return FirstCallCheck(fn, name, f"{name}(x)", _batch_of_first)
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+
+
+def read_torch_payload(path, what: str, format_tag: str, keys: Sequence[str]) -> dict:
+    """The dict saved by ``torch.save`` at ``path``, or a clear error: ``FileNotFoundError`` when it is missing,
+    ``ValueError`` when it is truncated, corrupt, foreign (no ``format == format_tag``) or lacks ``keys``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, pickle garbage, not a torch file at all
+        raise ValueError(
+            f"{path} is not a readable checkpoint (a {what}: truncated, corrupt or not written by torch.save): {err}"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != format_tag:
+        raise ValueError(f"{path} is not a pysens {what} (format tag {format_tag!r} missing)")
+    missing = sorted(set(keys) - payload.keys())
+    if missing:
+        raise ValueError(f"{path} is an incomplete {what}: missing {missing}")
+    return payload

@@ -35,7 +35,7 @@ from pysens.diffusion.processes import (
     resolve_process,
     time_like,
 )
-from pysens.validation import check_int
+from pysens.validation import check_int, read_torch_payload
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -283,18 +283,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: torch.device | str | 
     Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` when it is not a readable
     pysens score-network checkpoint.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint (corrupt or not written by torch.save): {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a pysens score-network checkpoint (format tag missing)")
-    missing = {"class", "config", "state_dict", "dtype"} - payload.keys()
-    if missing:
-        raise ValueError(f"{path} is an incomplete checkpoint: missing {sorted(missing)}")
+    keys = ("class", "config", "state_dict", "dtype")
+    payload = read_torch_payload(path, "score-network checkpoint", CHECKPOINT_FORMAT, keys)
     name = payload["class"]
     if name not in SCORE_NETWORKS:
         raise ValueError(f"{path} holds an unknown network class {name!r}; known: {list(SCORE_NETWORKS)}")

@@ -157,15 +157,16 @@ def train_fp_regularised(
     samples each step, as the authors). ``laplacian``/``n_probes`` choose the residual's Laplacian (Hutchinson for
     large d). ``residual_t`` (box collocation): "uniform" t ~ U[ε, T] as the authors, or "stratified": one point per
     log-spaced time stratum weighted by its width, the same expectation with much less variance. With
-    ``w_residual = 0`` the residual is only evaluated, without a graph, every ``log_residual_every`` steps (0: never) for the
-    log. Checkpoints (atomic) every ``checkpoint_every`` steps and at the end. Deterministic given ``seed``.
+    ``w_residual = 0`` the residual is only evaluated, without a graph, every ``log_residual_every`` steps (0: never)
+    for the log. Checkpoints (atomic) every ``checkpoint_every`` steps and at the end. Deterministic given ``seed``.
     """
     t_sampling = check_choice(t_sampling, "t_sampling", ("beta12", "uniform"))
     collocation = check_choice(collocation, "collocation", ("box", "perturbed"))
     residual_t = check_choice(residual_t, "residual_t", ("uniform", "stratified"))
     steps, dsm_batch = check_int(steps, "steps"), check_int(dsm_batch, "dsm_batch")
     residual_batch, n_probes = check_int(residual_batch, "residual_batch"), check_int(n_probes, "n_probes")
-    seed, log_residual_every = check_int(seed, "seed", minimum=0), check_int(log_residual_every, "log_residual_every", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
+    log_residual_every = check_int(log_residual_every, "log_residual_every", minimum=0)
     w_residual = check_number(w_residual, "w_residual", nonnegative=True)
     t_eps, box = check_number(t_eps, "t_eps", positive=True), check_number(box, "box", positive=True)
     if not t_eps < net.process.T:

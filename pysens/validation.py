@@ -164,12 +164,12 @@ def check_output(
     name: str,
     signature: str,
     shape: Sequence[int],
-    dtype: torch.dtype,
-    device: torch.device,
+    dtype: torch.dtype | None,
+    device: torch.device | None,
     *,
     broadcastable: bool = False,
 ) -> None:
-    """Raise unless ``out`` (what ``name`` returned) is a tensor of ``shape``, ``dtype`` on ``device``.
+    """Raise unless ``out`` (what ``name`` returned) is a tensor of ``shape``, ``dtype`` on ``device`` (None: any).
 
     ``broadcastable`` accepts a 0-d tensor or one with as many axes as ``shape`` whose sizes are each 1 or equal
     (a noise term constant along some axes); never fewer axes, which would broadcast against the wrong axes.
@@ -187,9 +187,9 @@ def check_output(
     if not ok:
         extra = " (or a shape broadcasting to it axis by axis)" if broadcastable else ""
         raise ValueError(f"{name} returned shape {list(got)} from {signature}; expected {list(shape)}{extra}")
-    if out.dtype != dtype:
+    if dtype is not None and out.dtype != dtype:
         raise TypeError(f"{name} returned dtype {out.dtype} from {signature}; expected {dtype} (the state's dtype)")
-    if out.device != device:
+    if device is not None and out.device != device:
         raise ValueError(f"{name} returned a tensor on {out.device} from {signature}; expected {device}")
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from pysens.diffusion.processes import OU, ForwardProcess, Time, process_from_config, resolve_process, time_like
+from pysens.validation import check_int, check_number
 
 __all__ = [
     "AUTHORS_DATASETS",
@@ -65,8 +66,8 @@ class PotentialScoreNet(nn.Module):
         beta: float = 100.0,
     ) -> None:
         super().__init__()
-        if dim < 1 or hidden < 1 or depth < 1:
-            raise ValueError(f"dim, hidden and depth must be positive; got {dim}, {hidden}, {depth}")
+        dim, hidden, depth = check_int(dim, "dim"), check_int(hidden, "hidden"), check_int(depth, "depth")
+        beta = check_number(beta, "beta", positive=True)
         self.dim, self.hidden, self.depth, self.beta = int(dim), int(hidden), int(depth), float(beta)
         self.process = OU() if process is None else resolve_process(process)
         widths = [dim + 1] + [hidden] * depth

@@ -117,18 +117,20 @@ def drop_scalar_axis(sol: Solution) -> Solution:
 
 
 def check_solve_arguments(
-    tspan: tuple[float, float], *, dt, timesteps, adaptive, maxiters, dtmin, dtmax, rtol, differentiable
-) -> None:
-    """The checks of :func:`pysens.solve`'s keyword arguments that the option builder does not make."""
-    check_int(maxiters, "maxiters")
-    for label, value in (("dtmin", dtmin), ("dtmax", dtmax)):
-        if value is not None:
-            check_number(value, label, positive=True)
+    tspan: tuple[float, float], *, dt, timesteps, adaptive, maxiters, dtmin, dtmax, rtol, atol, differentiable
+) -> dict:
+    """The checks of :func:`pysens.solve`'s keyword arguments that the option builder does not make; returns the
+    numbers as Python floats/ints (numpy and 0-d tensor scalars are numbers too; strings and bools are not)."""
+    maxiters = check_int(maxiters, "maxiters")
+    dtmin = None if dtmin is None else check_number(dtmin, "dtmin", positive=True)
+    dtmax = None if dtmax is None else check_number(dtmax, "dtmax", positive=True)
     if dt is not None:
         dt = check_number(dt, "dt", positive=True)
-    if isinstance(rtol, Tensor):
+    if isinstance(rtol, Tensor) and rtol.dim() > 0:
         raise TypeError("rtol must be a number (use a tensor atol for per-component tolerances)")
-    check_number(rtol, "rtol", nonnegative=True)
+    rtol = check_number(rtol, "rtol", nonnegative=True)
+    if not (isinstance(atol, Tensor) and atol.dim() > 0):
+        atol = check_number(atol, "atol", nonnegative=True)
     if adaptive is not None and not isinstance(adaptive, bool):
         raise TypeError(f"adaptive must be True, False or None, got {type(adaptive).__name__} {adaptive!r}")
     if not isinstance(differentiable, bool):
@@ -148,3 +150,4 @@ def check_solve_arguments(
                 f"dt={dt:g} over tspan {tspan} makes {steps:.3g} fixed steps; at most {MAX_FIXED_STEPS} are accepted "
                 "(is dt in the right unit?)"
             )
+    return {"dt": dt, "maxiters": maxiters, "dtmin": dtmin, "dtmax": dtmax, "rtol": rtol, "atol": atol}

@@ -64,7 +64,7 @@ def solve(
     else:
         raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
     backend = canonical_backend(backend)
-    check_solve_arguments(
+    numbers = check_solve_arguments(
         problem.tspan,
         dt=dt,
         timesteps=timesteps,
@@ -73,8 +73,10 @@ def solve(
         dtmin=dtmin,
         dtmax=dtmax,
         rtol=rtol,
+        atol=atol,
         differentiable=differentiable,
     )
+    rtol, atol, dt, maxiters, dtmin, dtmax = (numbers[k] for k in ("rtol", "atol", "dt", "maxiters", "dtmin", "dtmax"))
     module = get_backend(backend)
     info = resolve_method(method, backend, kind)
     if kind == "sde":

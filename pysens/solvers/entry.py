@@ -22,6 +22,7 @@ from torch import Tensor
 
 from pysens.validation import (
     MAX_FIXED_STEPS,
+    FirstCallCheck,
     check_int,
     check_number,
     checked_jacobian,
@@ -53,6 +54,17 @@ def checked_problem(problem: ODEProblem | SDEProblem) -> ODEProblem | SDEProblem
     if getattr(problem, jac_name) is not None:
         setattr(out, jac_name, checked_jacobian(getattr(problem, jac_name), "jac"))
     return out
+
+
+def checked_options(options: dict) -> dict:
+    """``solve``'s method options with a user preconditioner ``precond(t, x, gamma, v)`` checked like ``v``."""
+    precond = options.get("precond")
+    if precond is None:
+        return options
+    if not callable(precond):
+        raise TypeError(f"precond must be callable as precond(t, x, gamma, v), got {type(precond).__name__}")
+    like_v = lambda t, x, gamma, v: (v.shape, v.dtype, v.device)  # noqa: E731
+    return {**options, "precond": FirstCallCheck(precond, "precond", "precond(t, x, gamma, v)", like_v)}
 
 
 # -- states without event axes ---------------------------------------------------------------------------------------

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from .backends import canonical_backend, get_backend
-from .entry import check_solve_arguments, checked_problem, drop_scalar_axis, lift_atol, lift_scalar_state
+from .entry import (
+    check_solve_arguments,
+    checked_options,
+    checked_problem,
+    drop_scalar_axis,
+    lift_atol,
+    lift_scalar_state,
+)
 from .methods import TORCH_ONLY_OPTIONS, check_noise, resolve_method
 from .options import build_options
 from .problem import ODEProblem, SDEProblem
@@ -78,6 +85,7 @@ def solve(
     )
     rtol, atol, dt, maxiters, dtmin, dtmax = (numbers[k] for k in ("rtol", "atol", "dt", "maxiters", "dtmin", "dtmax"))
     module = get_backend(backend)
+    options = checked_options(options)
     info = resolve_method(method, backend, kind)
     if kind == "sde":
         check_noise(info, problem.noise)

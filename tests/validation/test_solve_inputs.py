@@ -209,3 +209,13 @@ def test_noise_term_may_broadcast_axis_by_axis():
 def test_numpy_scalar_arguments_are_numbers():
     sol = solve(ode(), "Tsit5", rtol=np.float64(1e-6), atol=np.float32(1e-8), maxiters=np.int64(1000))
     assert sol.retcode == "Success"
+
+
+def test_wrong_preconditioner_is_named(out_dir):
+    def precond(t, x, gamma, v):
+        return v[:, :1]
+
+    prob = ODEProblem(lambda t, x: -100 * x, torch.ones(B, D, dtype=torch.float64), (0.0, 1.0))
+    call = lambda: solve(prob, "KenCarp4", linsolve="gmres", precond=precond)  # noqa: E731
+    assert_refused(call, ValueError, r"precond returned shape \[3, 1\]", out_dir)
+    assert_refused(lambda: solve(prob, "KenCarp4", linsolve="gmres", precond=3), TypeError, "precond", out_dir)

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from pysens.diffusion.divergence import hutchinson_probes
 from pysens.diffusion.processes import ForwardProcess, Time, as_time, can_inspect_values, expand_as_batch, time_like
 from pysens.fokker_planck.potential import PotentialScoreNet
-from pysens.validation import FirstCallCheck, check_batch, check_callable, check_number, checked_score
+from pysens.validation import FirstCallCheck, check_batch, check_callable, check_int, check_number, checked_score
 
 __all__ = [
     "ENGINES",
@@ -799,11 +799,13 @@ def residual_functional(
     """
     _check_choice(design, ("uniform", "stratified"), "design")
     _check_choice(strata, ("log", "linear"), "strata")
-    t_max = float(process.T if t_max is None else t_max)
+    t_min = check_number(t_min, "t_min", positive=True)
+    t_max = check_number(process.T if t_max is None else t_max, "t_max", high=process.T)
     if not 0 < t_min < t_max:
         raise ValueError(f"need 0 < t_min < t_max; got t_min={t_min}, t_max={t_max}")
-    if n_points < 2:
-        raise ValueError(f"n_points must be at least 2; got {n_points}")
+    n_points, dim = check_int(n_points, "n_points", minimum=2), check_int(dim, "dim")
+    n_slices, batch_size = check_int(n_slices, "n_slices"), check_int(batch_size, "batch_size")
+    box = check_number(box, "box", positive=True)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     span = t_max - t_min

@@ -12,6 +12,7 @@ from pysens.fokker_planck import (
     PotentialScoreNet,
     load_potential_checkpoint,
     log_fp_residual,
+    residual_functional,
     save_potential_checkpoint,
     score_fp_residual,
     train_fp_regularised,
@@ -69,6 +70,10 @@ FP_CASES = [
     pytest.param(lambda: PotentialScoreNet(dim=0), ValueError, "dim", id="potential-dim-zero"),
     pytest.param(lambda: PotentialScoreNet(hidden=2.5), TypeError, "hidden", id="potential-hidden-float"),
     pytest.param(lambda: PotentialScoreNet(beta=-1.0), ValueError, "beta", id="potential-beta-negative"),
+    pytest.param(lambda: residual_functional(phi, VP(), n_points=1), ValueError, "n_points", id="rf-points-one"),
+    pytest.param(lambda: residual_functional(phi, VP(), n_points=True), TypeError, "n_points", id="rf-points-bool"),
+    pytest.param(lambda: residual_functional(phi, VP(), box=0.0), ValueError, "box", id="rf-box-zero"),
+    pytest.param(lambda: residual_functional(phi, VP(), t_max=2.0), ValueError, "t_max", id="rf-t-max-above-T"),
 ]
 
 FP_TRAIN_CASES = [

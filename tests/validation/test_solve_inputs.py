@@ -64,6 +64,12 @@ PROBLEM_CASES = [
         id="brownian-span",
     ),
     pytest.param(lambda: SplitODEProblem(decay, 1.0, x0(), (0, 1)), TypeError, "f2", id="f2-not-callable"),
+    pytest.param(lambda: BrownianGrid.sample((0, 1), 10**13, (B, D)), ValueError, "n_steps", id="brownian-absurd-grid"),
+    pytest.param(lambda: BrownianGrid.sample((0, 1), True, (B, D)), TypeError, "n_steps", id="brownian-steps-bool"),
+    pytest.param(lambda: BrownianGrid.sample("01", 4, (B, D)), TypeError, "tspan", id="brownian-tspan-string"),
+    pytest.param(
+        lambda: BrownianGrid.sample((0, 1), 4, (B, D), dtype=torch.float16), TypeError, "dtype", id="brownian-float16"
+    ),
 ]
 
 

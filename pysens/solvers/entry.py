@@ -129,7 +129,7 @@ def drop_scalar_axis(sol: Solution) -> Solution:
 
 
 def check_solve_arguments(
-    tspan: tuple[float, float], *, dt, timesteps, adaptive, maxiters, dtmin, dtmax, rtol, atol, differentiable
+    tspan: tuple[float, float], *, timesteps, adaptive, differentiable, rtol, atol, dt, maxiters, dtmin, dtmax
 ) -> dict:
     """The checks of :func:`pysens.solve`'s keyword arguments that the option builder does not make; returns the
     numbers as Python floats/ints (numpy and 0-d tensor scalars are numbers too; strings and bools are not)."""

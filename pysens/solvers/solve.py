@@ -73,17 +73,16 @@ def solve(
     backend = canonical_backend(backend)
     numbers = check_solve_arguments(
         problem.tspan,
-        dt=dt,
         timesteps=timesteps,
         adaptive=adaptive,
+        differentiable=differentiable,
+        rtol=rtol,
+        atol=atol,
+        dt=dt,
         maxiters=maxiters,
         dtmin=dtmin,
         dtmax=dtmax,
-        rtol=rtol,
-        atol=atol,
-        differentiable=differentiable,
     )
-    rtol, atol, dt, maxiters, dtmin, dtmax = (numbers[k] for k in ("rtol", "atol", "dt", "maxiters", "dtmin", "dtmax"))
     module = get_backend(backend)
     options = checked_options(options)
     info = resolve_method(method, backend, kind)
@@ -91,17 +90,12 @@ def solve(
         check_noise(info, problem.noise)
     opts = build_options(
         problem.tspan,
-        rtol=rtol,
-        atol=atol,
-        dt=dt,
+        **numbers,
         saveat=saveat,
         adaptive=adaptive,
         method_adaptive=info.adaptive,
         method_name=info.name,
         timesteps=timesteps,
-        maxiters=maxiters,
-        dtmin=dtmin,
-        dtmax=dtmax,
         generator=generator,
         extra=options,
     )

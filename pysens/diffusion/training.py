@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from pysens.diffusion.networks import SCORE_NETWORKS, save_checkpoint
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch
-from pysens.validation import check_batch, check_choice, check_int, check_number, checked_score
+from pysens.validation import check_batch, check_choice, check_dtype, check_int, check_number, checked_score
 
 __all__ = ["T_SAMPLING", "LR_SCHEDULES", "TrainResult", "dsm_loss", "train"]
 
@@ -117,6 +117,11 @@ def train(
     if not parameters:
         raise ValueError("model has no trainable parameters")
     device, dtype = parameters[0].device, parameters[0].dtype
+    check_dtype(dtype, "model")  # float16/bfloat16 weights: refused, as states are
+    if device.type == "meta":
+        raise ValueError(
+            "model is on the meta device (its weights hold no values); materialise it with model.to_empty()"
+        )
     data_generator = torch.Generator(device=data.device).manual_seed(seed)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
 

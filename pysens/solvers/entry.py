@@ -128,8 +128,22 @@ def drop_scalar_axis(sol: Solution) -> Solution:
 # -- argument checks that must run before any allocation ------------------------------------------------------------
 
 
+def _times(value, name: str) -> Tensor:
+    """``value`` (a sequence, array or tensor of real times) as a float64 tensor, or a TypeError naming ``name``."""
+    if (
+        isinstance(value, (str, bytes))
+        or isinstance(value, Tensor)
+        and (value.is_complex() or value.dtype == torch.bool)
+    ):
+        raise TypeError(f"{name} must be real times (a sequence, array or tensor), got {value!r}")
+    try:
+        return torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be real times (a sequence, array or tensor), got {value!r}: {err}") from None
+
+
 def check_solve_arguments(
-    tspan: tuple[float, float], *, timesteps, adaptive, differentiable, rtol, atol, dt, maxiters, dtmin, dtmax
+    tspan: tuple[float, float], *, saveat, timesteps, adaptive, differentiable, rtol, atol, dt, maxiters, dtmin, dtmax
 ) -> dict:
     """The checks of :func:`pysens.solve`'s keyword arguments that the option builder does not make; returns the
     numbers as Python floats/ints (numpy and 0-d tensor scalars are numbers too; strings and bools are not)."""
@@ -149,10 +163,10 @@ def check_solve_arguments(
         raise TypeError(f"differentiable must be True or False, got {type(differentiable).__name__}")
     if dt is not None and timesteps is not None:
         raise ValueError("give dt (a step size) or timesteps (a grid), not both: dt would be ignored beside timesteps")
+    if saveat is not None:
+        _times(saveat, "saveat")
     if timesteps is not None:
-        if isinstance(timesteps, (str, bytes)):
-            raise TypeError(f"timesteps must be a 1-D grid of times, got {timesteps!r}")
-        n = torch.as_tensor(timesteps).numel() if not hasattr(timesteps, "__len__") else len(timesteps)
+        n = _times(timesteps, "timesteps").numel()
         if n - 1 > MAX_FIXED_STEPS:
             raise ValueError(f"timesteps holds {n - 1} steps; at most {MAX_FIXED_STEPS} fixed steps are accepted")
     if dt is not None and adaptive is not True:

@@ -73,6 +73,7 @@ def solve(
     backend = canonical_backend(backend)
     numbers = check_solve_arguments(
         problem.tspan,
+        saveat=saveat,
         timesteps=timesteps,
         adaptive=adaptive,
         differentiable=differentiable,

@@ -113,6 +113,8 @@ TRAIN_CASES = [
     pytest.param(dict(data=[[0.0, 1.0]]), TypeError, "data", id="data-list"),
     pytest.param(dict(model=WrongShapeModel()), ValueError, r"model returned shape \[4, 1\]", id="model-output-shape"),
     pytest.param(dict(model=nn.Linear(2, 2)), TypeError, "process", id="model-without-process"),
+    pytest.param(dict(model=MLPScore(2, "VP", hidden=4, depth=1).half()), TypeError, "model", id="model-float16"),
+    pytest.param(dict(model=MLPScore(2, "VP", hidden=4, depth=1).to("meta")), ValueError, "meta", id="model-meta"),
 ]
 
 

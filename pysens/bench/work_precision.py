@@ -539,11 +539,14 @@ def _sde_target(
         info = {"setup": "exact"}
     elif callable(reference):
         w = grid.path[grid.indices(t_err)]
-        ref_x, info = reference(t_err, w).detach(), {"setup": "exact"}
+        ref_x, info = reference(t_err, w), {"setup": "exact"}
+        check_output(ref_x, "reference", "reference(t, W)", (t_err.numel(), *ens.x0.shape), None, None)
+        ref_x = ref_x.detach()
     else:
         if brownian is None:
             raise ValueError("a tensor reference of an SDE needs its Brownian path: pass brownian= as well")
         ref_x, info = torch.as_tensor(reference), {"setup": "given"}
+        check_output(ref_x, "reference", "the given states", (t_err.numel(), *ens.x0.shape), None, None)
     info.update(base)
     if not weak:
         return _Target(ens, lambda x: _strong_error(x, ref_x.to(x.device), error, m), info, mode, m, grid)

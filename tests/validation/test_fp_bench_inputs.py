@@ -18,7 +18,7 @@ from pysens.fokker_planck import (
     train_fp_regularised,
 )
 from pysens.sensitivity import sample_sensitivity
-from pysens.solvers import ODEProblem
+from pysens.solvers import ODEProblem, SDEProblem
 
 from .conftest import assert_refused
 
@@ -146,6 +146,20 @@ WP_CASES = [
 def test_work_precision_refuses(kwargs, exc, names, out_dir):
     options = {"setups": [TSIT5], "abstols": [1e-6], "reltols": [1e-6], "reference": exact, "runs": 1, **kwargs}
     assert_refused(lambda: work_precision(PROBLEM, **options), exc, names, out_dir)
+
+
+def test_work_precision_sde_reference_shape_is_named(out_dir):
+    """A strong reference ref(t, W) must return [n, paths * B, *event] (path-major ensemble rows)."""
+    prob = SDEProblem(
+        lambda t, x: -x, lambda t, x: 0.1 * torch.ones_like(x), torch.ones(2, 1, dtype=torch.float64), (0.0, 1.0)
+    )
+    em = Setup("EM", "EM")
+
+    def wrong(t, w):
+        return w[:, :1]
+
+    call = lambda: work_precision(prob, [em], dts=[0.25], reference=wrong, paths=3, runs=1)  # noqa: E731
+    assert_refused(call, ValueError, r"reference returned shape \[2, 1, 1\].*\[2, 6, 1\]", out_dir)
 
 
 # -- sensitivity entry ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from pysens.diffusion.processes import OU, ForwardProcess, Time, process_from_config, resolve_process, time_like
-from pysens.validation import check_int, check_number
+from pysens.validation import check_dtype, check_int, check_number
 
 __all__ = [
     "AUTHORS_DATASETS",
@@ -194,8 +194,14 @@ def load_authors_checkpoint(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files}
+    check_dtype(dtype, "dtype")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except Exception as err:  # truncated zip, not an .npz, pickled objects
+        raise ValueError(f"{path} is not a readable checkpoint (an .npz of weight arrays): {err}") from err
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{path} is not a readable checkpoint: an .npz of named weight arrays was expected")
     first = arrays.get("input.weight")
     if first is None or first.ndim != 2:
         raise ValueError(f"{path} has no 2-D 'input.weight' array; arrays: {sorted(arrays)}")

@@ -10,6 +10,7 @@ from pysens.diffusion import VP, GaussianMixtureScore
 from pysens.fokker_planck import (
     NonlinearDriftProcess,
     PotentialScoreNet,
+    load_authors_checkpoint,
     load_potential_checkpoint,
     log_fp_residual,
     residual_functional,
@@ -114,6 +115,17 @@ def test_truncated_potential_checkpoint_is_named(out_dir):
     assert_refused(lambda: load_potential_checkpoint(cut), ValueError, "cut.pt.*not a readable checkpoint", out_dir)
     assert_refused(lambda: load_potential_checkpoint(foreign), ValueError, "foreign.pt.*not a pysens", out_dir)
     assert_refused(lambda: load_potential_checkpoint(out_dir / "none.pt"), FileNotFoundError, "none.pt", out_dir)
+
+
+def test_truncated_authors_checkpoint_is_named(out_dir):
+    import numpy as np
+
+    good = out_dir / "authors.npz"
+    np.savez(good, **{"input.weight": np.zeros((4, 3)), "input.bias": np.zeros(4)})
+    cut = out_dir / "cut.npz"
+    cut.write_bytes(good.read_bytes()[:60])
+    assert_refused(lambda: load_authors_checkpoint(cut), ValueError, "cut.npz.*not a readable checkpoint", out_dir)
+    assert_refused(lambda: load_authors_checkpoint(good, dtype=torch.float16), TypeError, "dtype", out_dir)
 
 
 # -- work-precision harness ------------------------------------------------------------------------------------------

@@ -28,6 +28,12 @@ def check_score_model(score, x: Tensor, name: str) -> None:
     """Clear errors when ``score`` is not callable or lives on another dtype/device than ``x``."""
     if not callable(score):
         raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+    event_shape = getattr(score, "event_shape", None)
+    if isinstance(event_shape, (tuple, torch.Size)) and tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"{name} must be shaped [B, {', '.join(map(str, event_shape))}] for this score model (event shape "
+            f"{tuple(event_shape)}); got {tuple(x.shape)}"
+        )
     if isinstance(score, nn.Module):
         tensor = next(iter(score.parameters()), None)
         if tensor is None:

@@ -176,6 +176,18 @@ VERB_CASES = [
     pytest.param(lambda: sample_pf_ode(exact(), "VP", X, method="Nope"), ValueError, "method", id="pf-method"),
     pytest.param(lambda: sample_pf_ode(exact(), "VP", X, backend="gpu"), ValueError, "backend", id="pf-backend"),
     pytest.param(lambda: sample_pf_ode(3, "VP", X), TypeError, "score", id="pf-score-not-callable"),
+    pytest.param(
+        lambda: sample_pf_ode(mlp(), "VP", torch.zeros(4, 3, dtype=torch.float64)),
+        ValueError,
+        r"x_T must be shaped \[B, 2\]",
+        id="pf-x-event-shape",
+    ),
+    pytest.param(
+        lambda: log_likelihood(exact(), "VP", torch.zeros(4, 3, dtype=torch.float64)),
+        ValueError,
+        r"^x must be shaped \[B, 2\]",
+        id="ll-x-event-shape",
+    ),
     pytest.param(lambda: sample_pf_ode(exact(), "VP", X, rtol=-1.0), ValueError, "rtol", id="pf-rtol"),
     pytest.param(
         lambda: sample_sde(wrong_shape_score, "VP", X, n_steps=4),

@@ -140,10 +140,13 @@ def _check_points(process: DriftProcess, x: Tensor, t: Time) -> None:
 
 
 def _checked_potential(phi: object) -> object:
-    """``phi`` (a user's function) with its first output checked to be ``[B]``; pysens's own networks pass as they
-    are, since the engines read their layers."""
+    """``phi`` (a user's function or module) with its first output checked to be ``[B]``; the networks the engines
+    read layer by layer pass as they are."""
     check_callable(phi, "phi", "phi(x, t) -> [B]")
-    if isinstance(phi, nn.Module) or getattr(phi, "__func__", None) is PotentialScoreNet.potential:
+    if (
+        isinstance(phi, PotentialScoreNet | nn.Sequential)
+        or getattr(phi, "__func__", None) is PotentialScoreNet.potential
+    ):
         return phi  # networks the engines read themselves (a PotentialScoreNet, its potential, an nn.Sequential)
     return FirstCallCheck(phi, "phi", "phi(x, t)", lambda x, t: ((x.shape[0],), x.dtype, x.device))
 

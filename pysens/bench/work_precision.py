@@ -60,6 +60,7 @@ from torch import Tensor
 from pysens.artifacts import save_figure, write_json
 from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, solve
 from pysens.solvers.options import fixed_grid
+from pysens.validation import check_int, check_number, check_output
 
 ERRORS = ("final", "l2", "linf", "L2", "Linf")
 SDE_ERRORS = ("final", "l2", "linf")  # SDE solutions have no dense output
@@ -346,6 +347,24 @@ def _metric_name(metric: Callable) -> str:
     return getattr(metric, "__name__", type(metric).__name__)
 
 
+def _check_sweep(setups, abstols, reltols, dts) -> None:
+    """Setups: a non-empty sequence of :class:`Setup`; tolerances and steps: positive finite numbers."""
+    if isinstance(setups, (Setup, str)) or not isinstance(setups, Sequence):
+        raise TypeError(f"setups must be a list of Setup, got {type(setups).__name__}")
+    if not setups:
+        raise ValueError("setups must hold at least one Setup (an empty sweep measures nothing)")
+    for i, s in enumerate(setups):
+        if not isinstance(s, Setup):
+            raise TypeError(f"setups[{i}] must be a Setup, got {type(s).__name__}")
+    for label, values in (("abstols", abstols), ("reltols", reltols), ("dts", dts)):
+        if values is None:
+            continue
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | Tensor):
+            raise TypeError(f"{label} must be a sequence of numbers, got {type(values).__name__}")
+        for i, v in enumerate(values):
+            check_number(v, f"{label}[{i}]", positive=label == "dts", nonnegative=True)
+
+
 def _sweep_length(abstols, reltols, dts, setups: Sequence[Setup]) -> int:
     lengths = {}
     if (abstols is None) != (reltols is None):
@@ -393,8 +412,10 @@ def _ode_target(
         ref, info = _solve_reference(reference, problem, reference_tol, reference_dt, t_err, extra)
     elif callable(reference):
         ref, info = reference(t_err), {"setup": "exact"}
+        check_output(ref, "reference", "reference(t)", (t_err.numel(), *problem.x0.shape), None, None)
     else:
         ref, info = torch.as_tensor(reference), {"setup": "given"}
+        check_output(ref, "reference", "the given states", (t_err.numel(), *problem.x0.shape), None, None)
     ref = ref.detach().cpu()
     return _Target(problem, lambda x: {"error": _error(x.detach().cpu(), ref, error)}, info)
 
@@ -518,11 +539,14 @@ def _sde_target(
         info = {"setup": "exact"}
     elif callable(reference):
         w = grid.path[grid.indices(t_err)]
-        ref_x, info = reference(t_err, w).detach(), {"setup": "exact"}
+        ref_x, info = reference(t_err, w), {"setup": "exact"}
+        check_output(ref_x, "reference", "reference(t, W)", (t_err.numel(), *ens.x0.shape), None, None)
+        ref_x = ref_x.detach()
     else:
         if brownian is None:
             raise ValueError("a tensor reference of an SDE needs its Brownian path: pass brownian= as well")
         ref_x, info = torch.as_tensor(reference), {"setup": "given"}
+        check_output(ref_x, "reference", "the given states", (t_err.numel(), *ens.x0.shape), None, None)
     info.update(base)
     if not weak:
         return _Target(ens, lambda x: _strong_error(x, ref_x.to(x.device), error, m), info, mode, m, grid)
@@ -620,8 +644,8 @@ def work_precision(
         raise ValueError("weak=True applies to SDEProblems with a named error ('final', 'l2', 'linf')")
     if not sde and (paths is not None or brownian is not None or phi is not None or brownian_steps is not None):
         raise ValueError("paths, brownian, brownian_steps and phi apply to SDEProblems only")
-    if runs < 1 or warmup < 0:
-        raise ValueError("runs must be >= 1 and warmup >= 0")
+    runs, warmup = check_int(runs, "runs"), check_int(warmup, "warmup", minimum=0)
+    _check_sweep(setups, abstols, reltols, dts)
     n_points = _sweep_length(abstols, reltols, dts, setups)
     extra = dict(solve_kwargs or {})
     t_err = _times(problem, 100) if error in ("L2", "Linf") else None

@@ -31,6 +31,7 @@ from pysens.solvers.layout import StateLayout
 from pysens.solvers.methods import with_compaction
 from pysens.solvers.problem import check_state
 from pysens.solvers.solution import SolvedResult
+from pysens.validation import check_callable, check_choice, check_int, checked_log_density, checked_score
 
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -87,10 +88,14 @@ def log_likelihood(
     check_state(x, "x")
     check_score_model(score, x, "x")
     t0 = check_cutoff(process, t0, "t0")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    if terminal_log_density is not None and not callable(terminal_log_density):
-        raise TypeError("terminal_log_density must be callable as terminal_log_density(x_T) -> [B]")
+    divergence = check_choice(divergence, "divergence", DIVERGENCES)
+    if terminal_log_density is not None:
+        check_callable(terminal_log_density, "terminal_log_density", "terminal_log_density(x_T) -> [B]")
+        with torch.no_grad():  # one cheap evaluation, so a wrongly shaped density fails before the solve
+            checked_log_density(terminal_log_density, "terminal_log_density")(x)
+    n_probes = check_int(n_probes, "n_probes")
+    chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
+    score = checked_score(score)
     event = tuple(x.shape[1:])
     d = math.prod(event)
     if divergence == "exact":

@@ -35,6 +35,7 @@ from pysens.diffusion.processes import (
     resolve_process,
     time_like,
 )
+from pysens.validation import check_int, read_torch_payload
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -61,8 +62,8 @@ class NoiseLevelEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        if dim < 2 or dim % 2:
-            raise ValueError(f"embedding dim must be even and >= 2; got {dim}")
+        if check_int(dim, "embed_dim") < 2 or dim % 2:
+            raise ValueError(f"embed_dim (the noise-level embedding size) must be even and >= 2; got {dim}")
         self.dim = dim
         self.register_buffer("frequencies", torch.logspace(-1.0, 1.0, dim // 2))
 
@@ -122,9 +123,12 @@ class MLPScore(_ScoreNetwork):
         embed_dim: int = 32,
     ) -> None:
         super().__init__()
-        self.event_shape = torch.Size([event_shape] if isinstance(event_shape, int) else event_shape)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1; got {depth}")
+        shape = [event_shape] if isinstance(event_shape, int) else event_shape
+        if isinstance(shape, str) or not len(shape):
+            raise TypeError(f"event_shape must be a positive int or a sequence of them, got {event_shape!r}")
+        self.event_shape = torch.Size([check_int(n, "event_shape") for n in shape])
+        hidden, depth = check_int(hidden, "hidden"), check_int(depth, "depth")
+        embed_dim = check_int(embed_dim, "embed_dim")
         self.process = resolve_process(process)
         self.hidden, self.depth, self.embed_dim = hidden, depth, embed_dim
         d = math.prod(self.event_shape)
@@ -191,7 +195,8 @@ class ConvScore(_ScoreNetwork):
         base_channels: int = 32,
     ) -> None:
         super().__init__()
-        if image_size < 2 or image_size % 2:
+        channels, base_channels = check_int(channels, "channels"), check_int(base_channels, "base_channels")
+        if check_int(image_size, "image_size") < 2 or image_size % 2:
             raise ValueError(f"image_size must be even and >= 2 (one 2x downsampling); got {image_size}")
         self.process = resolve_process(process)
         self.channels, self.image_size, self.base_channels = channels, image_size, base_channels
@@ -278,18 +283,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: torch.device | str | 
     Raises ``FileNotFoundError`` when the file is missing and ``ValueError`` when it is not a readable
     pysens score-network checkpoint.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint (corrupt or not written by torch.save): {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a pysens score-network checkpoint (format tag missing)")
-    missing = {"class", "config", "state_dict", "dtype"} - payload.keys()
-    if missing:
-        raise ValueError(f"{path} is an incomplete checkpoint: missing {sorted(missing)}")
+    keys = ("class", "config", "state_dict", "dtype")
+    payload = read_torch_payload(path, "score-network checkpoint", CHECKPOINT_FORMAT, keys)
     name = payload["class"]
     if name not in SCORE_NETWORKS:
         raise ValueError(f"{path} holds an unknown network class {name!r}; known: {list(SCORE_NETWORKS)}")

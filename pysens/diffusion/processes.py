@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pysens.validation import check_dtype, check_int, check_number
+
 Time = float | Tensor
 
 __all__ = [
@@ -135,6 +137,9 @@ class ForwardProcess:
 
         Without ``device`` the draw is made on the generator's device (CPU when there is no generator).
         """
+        if isinstance(shape, (int, str)) or not all(check_int(n, "shape", minimum=1) for n in shape) or not shape:
+            raise TypeError(f"shape must be a sequence of positive integers [B, *event], got {shape!r}")
+        check_dtype(dtype, "dtype")
         if device is None:
             device = generator.device if generator is not None else torch.device("cpu")
         z = torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
@@ -196,6 +201,11 @@ class ForwardProcess:
         raise NotImplementedError
 
 
+def _positive(value: Any, name: str) -> float:
+    """A process parameter: a finite positive real number (strings, bools, NaN and inf are refused)."""
+    return check_number(value, name, positive=True)
+
+
 def _describe(t: Tensor) -> str:
     if t.numel() == 1:
         return f"{t.item()!r}"
@@ -212,6 +222,8 @@ class VP(ForwardProcess):
     name = "VP"
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0) -> None:
+        beta_min, beta_max = _positive(beta_min, "beta_min"), _positive(beta_max, "beta_max")
+        T = _positive(T, "T")
         if not (beta_min > 0 and beta_max >= beta_min):
             raise ValueError(f"need 0 < beta_min <= beta_max; got beta_min={beta_min}, beta_max={beta_max}")
         if not T > 0:
@@ -280,6 +292,8 @@ class VE(ForwardProcess):
     name = "VE"
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0) -> None:
+        sigma_min, sigma_max = _positive(sigma_min, "sigma_min"), _positive(sigma_max, "sigma_max")
+        T = _positive(T, "T")
         if not (sigma_min > 0 and sigma_max > sigma_min):
             raise ValueError(f"need 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
         if not T > 0:
@@ -322,6 +336,7 @@ class EDM(ForwardProcess):
     name = "EDM"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+        sigma_min, sigma_max = _positive(sigma_min, "sigma_min"), _positive(sigma_max, "sigma_max")
         if not (sigma_min > 0 and sigma_max > sigma_min):
             raise ValueError(f"need 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min = float(sigma_min)
@@ -357,6 +372,7 @@ class OU(ForwardProcess):
     name = "OU"
 
     def __init__(self, rate: float = 1.0, g2: float = 1.0, T: float = 10.0) -> None:
+        rate, g2, T = _positive(rate, "rate"), _positive(g2, "g2"), _positive(T, "T")
         if not (rate > 0 and g2 > 0):
             raise ValueError(f"need rate > 0 and g2 > 0; got rate={rate}, g2={g2}")
         if not T > 0:

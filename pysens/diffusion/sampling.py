@@ -19,6 +19,7 @@ from pysens.solvers import BrownianGrid, ODEProblem, SDEProblem, Solution, solve
 from pysens.solvers.methods import with_compaction
 from pysens.solvers.problem import check_state
 from pysens.solvers.solution import SolvedResult
+from pysens.validation import check_int, check_number, checked_score
 
 ScoreModel = Callable[[Tensor, Tensor], Tensor]
 
@@ -27,6 +28,12 @@ def check_score_model(score, x: Tensor, name: str) -> None:
     """Clear errors when ``score`` is not callable or lives on another dtype/device than ``x``."""
     if not callable(score):
         raise TypeError(f"score must be callable as score(x, t), got {type(score).__name__}")
+    event_shape = getattr(score, "event_shape", None)
+    if isinstance(event_shape, (tuple, torch.Size)) and tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"{name} must be shaped [B, {', '.join(map(str, event_shape))}] for this score model (event shape "
+            f"{tuple(event_shape)}); got {tuple(x.shape)}"
+        )
     if isinstance(score, nn.Module):
         tensor = next(iter(score.parameters()), None)
         if tensor is None:
@@ -39,7 +46,7 @@ def check_score_model(score, x: Tensor, name: str) -> None:
 
 
 def check_cutoff(process: ForwardProcess, t1: float | None, name: str = "t1") -> float:
-    t1 = process.t_eps if t1 is None else float(t1)
+    t1 = process.t_eps if t1 is None else check_number(t1, name)
     process.check_time(t1, name)
     if not 0.0 < t1 < process.T:
         raise ValueError(f"{name} must lie strictly between 0 and T = {process.T:g}, got {t1:g}")
@@ -88,7 +95,7 @@ def sample_pf_ode(
     check_state(x_T, "x_T")
     check_score_model(score, x_T, "x_T")
     t1 = check_cutoff(process, t1)
-    problem = ODEProblem(pf_ode_drift(score, process), x_T, (process.T, t1), name="pf-ode")
+    problem = ODEProblem(pf_ode_drift(checked_score(score), process), x_T, (process.T, t1), name="pf-ode")
     solve_kwargs = with_compaction(method, backend, solve_kwargs)
     sol = solve(problem, method, backend, rtol=rtol, atol=atol, saveat=saveat, **solve_kwargs)
     return SampleResult(x=sol.final, x_T=x_T, solution=sol)
@@ -115,6 +122,7 @@ def sample_sde(
     check_state(x_T, "x_T")
     check_score_model(score, x_T, "x_T")
     t1 = check_cutoff(process, t1)
+    score = checked_score(score)
 
     def drift(t: Tensor, x: Tensor) -> Tensor:
         return expand_as_batch(process.drift_coef(t), x) * x - expand_as_batch(process.g2(t), x) * score(x, t)
@@ -126,9 +134,10 @@ def sample_sde(
         drift, diffusion, x_T, (process.T, t1), noise="additive", brownian=brownian, name="reverse-sde"
     )
     if timesteps is None:
-        if not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        n_steps = check_int(n_steps, "n_steps")
         dt = (process.T - t1) / n_steps
+    elif n_steps not in (None, 1000):
+        raise ValueError("give n_steps (equal steps) or timesteps (a grid), not both")
     else:
         dt = None
     sol = solve(problem, method, "torch", dt=dt, timesteps=timesteps, saveat=saveat, generator=generator)

@@ -22,14 +22,19 @@ from pysens.diffusion.mixtures import (
     noised_mixture_log_density_and_score,
     sample_gaussian_mixture,
 )
-from pysens.diffusion.processes import ForwardProcess, Time, can_inspect_values, resolve_process, time_like
+from pysens.diffusion.processes import ForwardProcess, Time, resolve_process, time_like
 
 __all__ = ["EmpiricalScore", "GaussianMixtureScore", "check_state", "normalised_weights"]
 
 
 def check_state(x: Tensor, event_shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> None:
-    """Raise a ``TypeError``/``ValueError`` naming ``x`` unless it is a finite ``[B, *event_shape]`` tensor
-    of the given dtype on the given device (finiteness is not checked inside functorch transforms)."""
+    """Raise a ``TypeError``/``ValueError`` naming ``x`` unless it is a ``[B, *event_shape]`` tensor of the given
+    dtype on the given device.
+
+    Non-finite rows are not refused: their score and log-density are NaN in those rows only, as a network's would be,
+    so a solver stage that went non-finite for one sample gives that sample a non-Success retcode instead of aborting
+    the whole batch (the verbs check the user's own inputs for finiteness).
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
     event_shape = tuple(event_shape)
@@ -42,8 +47,6 @@ def check_state(x: Tensor, event_shape: Sequence[int], dtype: torch.dtype, devic
         raise TypeError(f"x has dtype {x.dtype} but the model is {dtype}; convert x or call model.to({dtype}) first")
     if x.device != device:
         raise ValueError(f"x is on device {x.device} but the model is on {device}; move one of them first")
-    if can_inspect_values(x) and not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite (it contains nan or inf)")
 
 
 class GaussianMixtureScore(nn.Module):

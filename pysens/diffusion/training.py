@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from pysens.diffusion.networks import SCORE_NETWORKS, save_checkpoint
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch
+from pysens.validation import check_batch, check_choice, check_dtype, check_int, check_number, checked_score
 
 __all__ = ["T_SAMPLING", "LR_SCHEDULES", "TrainResult", "dsm_loss", "train"]
 
@@ -84,24 +85,31 @@ def train(
     process: ForwardProcess | None = getattr(model, "process", None)
     if not isinstance(process, ForwardProcess):
         raise TypeError("model must have a `process` attribute (a ForwardProcess) to be trained by DSM")
-    if t_sampling not in T_SAMPLING:
-        raise ValueError(f"t_sampling must be one of {T_SAMPLING}; got {t_sampling!r}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}; got {lr_schedule!r}")
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}")
-    if not isinstance(data, Tensor) or data.dim() < 2 or data.shape[0] == 0:
-        raise ValueError("data must be a non-empty tensor [N, *event_shape]")
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError("data must be finite")
-    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in (0, 1); got {ema_decay}")
-    if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_path is None):
-        raise ValueError(f"checkpoint_every must be positive and needs checkpoint_path; got {checkpoint_every}")
+    t_sampling = check_choice(t_sampling, "t_sampling", T_SAMPLING)
+    lr_schedule = check_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+    steps, batch_size = check_int(steps, "steps"), check_int(batch_size, "batch_size")
+    seed = check_int(seed, "seed", minimum=0)
+    lr = check_number(lr, "lr", positive=True)
+    grad_clip = check_number(grad_clip, "grad_clip", positive=True, finite=False)  # inf: no clipping
+    check_batch(data, "data", min_dim=2)
+    event_shape = getattr(model, "event_shape", None)
+    if event_shape is not None and tuple(data.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"data must be shaped [N, {', '.join(map(str, event_shape))}] for this model (event shape "
+            f"{tuple(event_shape)}); got {tuple(data.shape)}"
+        )
+    if ema_decay is not None:
+        ema_decay = check_number(ema_decay, "ema_decay", low=0.0, high=1.0, open_low=True, open_high=True)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
+        if checkpoint_path is None:
+            raise ValueError(f"checkpoint_every={checkpoint_every} needs checkpoint_path")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {type(progress).__name__}")
     if checkpoint_path is not None and type(model).__name__ not in SCORE_NETWORKS:
         # Fail before training, not at the first save.
         raise TypeError(f"only {list(SCORE_NETWORKS)} can be checkpointed; got {type(model).__name__}")
-    t_min = process.t_eps if t_min is None else float(t_min)
+    t_min = process.t_eps if t_min is None else check_number(t_min, "t_min")
     if not 0.0 < t_min < process.T:
         raise ValueError(f"t_min must lie in (0, T) = (0, {process.T:g}); got {t_min}")
 
@@ -109,6 +117,11 @@ def train(
     if not parameters:
         raise ValueError("model has no trainable parameters")
     device, dtype = parameters[0].device, parameters[0].dtype
+    check_dtype(dtype, "model")  # float16/bfloat16 weights: refused, as states are
+    if device.type == "meta":
+        raise ValueError(
+            "model is on the meta device (its weights hold no values); materialise it with model.to_empty()"
+        )
     data_generator = torch.Generator(device=data.device).manual_seed(seed)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
 
@@ -136,7 +149,8 @@ def train(
             t = torch.exp(math.log(t_min) + (math.log(process.T) - math.log(t_min)) * u)
         noise = torch.randn(x0.shape, generator=noise_generator, device=device, dtype=dtype)
 
-        loss = dsm_loss(model, process, x0, t, noise)
+        # the first step checks that the model returns [B, *event_shape] in the data's dtype and device
+        loss = dsm_loss(checked_score(model, "model") if step == 0 else model, process, x0, t, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, grad_clip)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from pysens.diffusion.processes import OU, ForwardProcess, Time, process_from_config, resolve_process, time_like
+from pysens.validation import check_dtype, check_int, check_number
 
 __all__ = [
     "AUTHORS_DATASETS",
@@ -65,8 +66,8 @@ class PotentialScoreNet(nn.Module):
         beta: float = 100.0,
     ) -> None:
         super().__init__()
-        if dim < 1 or hidden < 1 or depth < 1:
-            raise ValueError(f"dim, hidden and depth must be positive; got {dim}, {hidden}, {depth}")
+        dim, hidden, depth = check_int(dim, "dim"), check_int(hidden, "hidden"), check_int(depth, "depth")
+        beta = check_number(beta, "beta", positive=True)
         self.dim, self.hidden, self.depth, self.beta = int(dim), int(hidden), int(depth), float(beta)
         self.process = OU() if process is None else resolve_process(process)
         widths = [dim + 1] + [hidden] * depth
@@ -193,8 +194,14 @@ def load_authors_checkpoint(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with np.load(path) as archive:
-        arrays = {k: archive[k] for k in archive.files}
+    check_dtype(dtype, "dtype")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except Exception as err:  # truncated zip, not an .npz, pickled objects
+        raise ValueError(f"{path} is not a readable checkpoint (an .npz of weight arrays): {err}") from err
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{path} is not a readable checkpoint: an .npz of named weight arrays was expected")
     first = arrays.get("input.weight")
     if first is None or first.ndim != 2:
         raise ValueError(f"{path} has no 2-D 'input.weight' array; arrays: {sorted(arrays)}")

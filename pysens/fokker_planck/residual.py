@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pysens.diffusion.divergence import hutchinson_probes
-from pysens.diffusion.processes import ForwardProcess, Time, expand_as_batch, time_like
+from pysens.diffusion.processes import ForwardProcess, Time, as_time, can_inspect_values, expand_as_batch, time_like
 from pysens.fokker_planck.potential import PotentialScoreNet
+from pysens.validation import FirstCallCheck, check_batch, check_callable, check_int, check_number, checked_score
 
 __all__ = [
     "ENGINES",
@@ -90,8 +91,11 @@ class NonlinearDriftProcess:
         T: float,
         drift_divergence: Callable[[Tensor, Tensor], Tensor] | None = None,
     ) -> None:
-        if not T > 0:
-            raise ValueError(f"T must be positive; got {T}")
+        check_callable(drift, "drift", "drift(x, t)")
+        check_callable(g2, "g2", "g2(t)")
+        if drift_divergence is not None:
+            check_callable(drift_divergence, "drift_divergence", "drift_divergence(x, t)")
+        T = check_number(T, "T", positive=True)
         self.drift, self._g2_fn, self.T, self.drift_divergence = drift, g2, float(T), drift_divergence
 
     def g2(self, t: Tensor) -> Tensor:
@@ -121,6 +125,30 @@ def _check_process(process: object) -> DriftProcess:
     if not isinstance(process, ForwardProcess | NonlinearDriftProcess):
         raise TypeError(f"process must be a ForwardProcess or a NonlinearDriftProcess; got {type(process).__name__}")
     return process
+
+
+def _check_points(process: DriftProcess, x: Tensor, t: Time) -> None:
+    """``x`` a finite ``[B, *event]`` batch and every time in ``t`` finite and within [0, T] (a few ulp of slack),
+    named as the caller's arguments; values are not read inside functorch transforms."""
+    if not isinstance(x, Tensor) or can_inspect_values(x):
+        check_batch(x, "x")
+    tt = as_time(t)
+    if can_inspect_values(tt):
+        slack = 8.0 * torch.finfo(tt.dtype).eps * max(process.T, 1.0)
+        if not bool(torch.isfinite(tt).all()) or bool((tt < 0).any()) or bool((tt > process.T + slack).any()):
+            raise ValueError(f"t must be finite and lie in [0, T] = [0, {process.T:g}]; got {t!r}")
+
+
+def _checked_potential(phi: object) -> object:
+    """``phi`` (a user's function or module) with its first output checked to be ``[B]``; the networks the engines
+    read layer by layer pass as they are."""
+    check_callable(phi, "phi", "phi(x, t) -> [B]")
+    if (
+        isinstance(phi, PotentialScoreNet | nn.Sequential)
+        or getattr(phi, "__func__", None) is PotentialScoreNet.potential
+    ):
+        return phi  # networks the engines read themselves (a PotentialScoreNet, its potential, an nn.Sequential)
+    return FirstCallCheck(phi, "phi", "phi(x, t)", lambda x, t: ((x.shape[0],), x.dtype, x.device))
 
 
 def _batch_times(t: Time, x: Tensor) -> Tensor:
@@ -601,6 +629,8 @@ def log_fp_residual(
     and for unknown options. Differentiable in the parameters of ``phi``.
     """
     process = _check_process(process)
+    _check_points(process, x, t)
+    phi = _checked_potential(phi)
     flat = x.reshape(x.shape[0], -1)
     tb = _batch_times(t, flat)
     div_f = _closed_form_divergence(process, flat, tb)
@@ -662,6 +692,9 @@ def score_fp_residual(
     with Hutchinson (its x-gradient enters), so it raises ``ValueError``.
     """
     process = _check_process(process)
+    _check_points(process, x, t)
+    check_callable(score, "score", "score(x, t)")
+    score = checked_score(score)
     _check_choice(divergence, LAPLACIANS, "divergence")
     _check_choice(time_derivative, TIME_DERIVATIVES, "time_derivative")
     event = x.shape[1:]
@@ -770,11 +803,13 @@ def residual_functional(
     """
     _check_choice(design, ("uniform", "stratified"), "design")
     _check_choice(strata, ("log", "linear"), "strata")
-    t_max = float(process.T if t_max is None else t_max)
+    t_min = check_number(t_min, "t_min", positive=True)
+    t_max = check_number(process.T if t_max is None else t_max, "t_max", high=process.T)
     if not 0 < t_min < t_max:
         raise ValueError(f"need 0 < t_min < t_max; got t_min={t_min}, t_max={t_max}")
-    if n_points < 2:
-        raise ValueError(f"n_points must be at least 2; got {n_points}")
+    n_points, dim = check_int(n_points, "n_points", minimum=2), check_int(dim, "dim")
+    n_slices, batch_size = check_int(n_slices, "n_slices"), check_int(batch_size, "batch_size")
+    box = check_number(box, "box", positive=True)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     span = t_max - t_min

@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ from pysens.artifacts import atomic_write
 from pysens.diffusion.processes import expand_as_batch, process_from_config
 from pysens.fokker_planck.potential import PotentialScoreNet
 from pysens.fokker_planck.residual import log_fp_residual
+from pysens.validation import check_batch, check_choice, check_int, check_number, read_torch_payload
 
 __all__ = [
     "AUTHORS_LR_SCHEDULE",
@@ -104,16 +104,16 @@ def load_potential_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device | None = None
 ) -> PotentialScoreNet:
     """Rebuild a network written by :func:`save_potential_checkpoint`; ``ValueError`` for a foreign file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != POTENTIAL_CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a pysens potential-network checkpoint")
-    config = dict(payload["config"])
-    config["process"] = process_from_config(config["process"])
-    net = PotentialScoreNet(**config).to(getattr(torch, payload["dtype"]))
-    net.load_state_dict(payload["state_dict"])
+    payload = read_torch_payload(
+        path, "potential-network checkpoint", POTENTIAL_CHECKPOINT_FORMAT, ("config", "state_dict", "dtype")
+    )
+    try:
+        config = dict(payload["config"])
+        config["process"] = process_from_config(config["process"])
+        net = PotentialScoreNet(**config).to(getattr(torch, payload["dtype"]))
+        net.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError) as err:
+        raise ValueError(f"{path}: the saved config or weights do not rebuild a PotentialScoreNet: {err}") from err
     return net if map_location is None else net.to(map_location)
 
 
@@ -157,21 +157,27 @@ def train_fp_regularised(
     samples each step, as the authors). ``laplacian``/``n_probes`` choose the residual's Laplacian (Hutchinson for
     large d). ``residual_t`` (box collocation): "uniform" t ~ U[ε, T] as the authors, or "stratified": one point per
     log-spaced time stratum weighted by its width, the same expectation with much less variance. With
-    ``w_residual = 0`` the residual is only evaluated, without a graph, every ``log_residual_every`` steps for the
-    log. Checkpoints (atomic) every ``checkpoint_every`` steps and at the end. Deterministic given ``seed``.
+    ``w_residual = 0`` the residual is only evaluated, without a graph, every ``log_residual_every`` steps (0: never)
+    for the log. Checkpoints (atomic) every ``checkpoint_every`` steps and at the end. Deterministic given ``seed``.
     """
-    if t_sampling not in ("beta12", "uniform"):
-        raise ValueError(f"t_sampling must be 'beta12' or 'uniform'; got {t_sampling!r}")
-    if collocation not in ("box", "perturbed"):
-        raise ValueError(f"collocation must be 'box' or 'perturbed'; got {collocation!r}")
-    if residual_t not in ("uniform", "stratified"):
-        raise ValueError(f"residual_t must be 'uniform' or 'stratified'; got {residual_t!r}")
-    if steps < 1 or dsm_batch < 1 or residual_batch < 1:
-        raise ValueError(f"steps and batch sizes must be positive; got {steps}, {dsm_batch}, {residual_batch}")
-    if not w_residual >= 0:
-        raise ValueError(f"w_residual must be non-negative; got {w_residual}")
-    if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_path is None):
-        raise ValueError("checkpoint_every must be positive and needs checkpoint_path")
+    t_sampling = check_choice(t_sampling, "t_sampling", ("beta12", "uniform"))
+    collocation = check_choice(collocation, "collocation", ("box", "perturbed"))
+    residual_t = check_choice(residual_t, "residual_t", ("uniform", "stratified"))
+    steps, dsm_batch = check_int(steps, "steps"), check_int(dsm_batch, "dsm_batch")
+    residual_batch, n_probes = check_int(residual_batch, "residual_batch"), check_int(n_probes, "n_probes")
+    seed = check_int(seed, "seed", minimum=0)
+    log_residual_every = check_int(log_residual_every, "log_residual_every", minimum=0)
+    w_residual = check_number(w_residual, "w_residual", nonnegative=True)
+    t_eps, box = check_number(t_eps, "t_eps", positive=True), check_number(box, "box", positive=True)
+    if not t_eps < net.process.T:
+        raise ValueError(f"t_eps must lie in (0, T) = (0, {net.process.T:g}); got {t_eps}")
+    if checkpoint_every is not None:
+        if check_int(checkpoint_every, "checkpoint_every") and checkpoint_path is None:
+            raise ValueError(f"checkpoint_every={checkpoint_every} needs checkpoint_path")
+    if isinstance(data, Tensor):
+        check_batch(data, "data", min_dim=2)
+    elif not callable(data):
+        raise TypeError(f"data must be a tensor [N, d] or a sampler data(n, generator); got {type(data).__name__}")
     process = net.process
     param = next(net.parameters())
     device, dtype = param.device, param.dtype

@@ -43,6 +43,7 @@ from pysens.sensitivity.tangents import DIVERGENCES, check_differentiable, score
 from pysens.solvers import BrownianGrid, ODEProblem, Solution, Stats, solve
 from pysens.solvers.layout import StateLayout
 from pysens.solvers.problem import check_state
+from pysens.validation import check_output
 
 __all__ = ["PARAMETERIZATIONS", "SensitivityResult", "TangentField", "as_score_model", "sample_sensitivity"]
 
@@ -218,6 +219,9 @@ def prepare(
     if log_density is not None and not callable(log_density):
         raise TypeError("log_density must be callable as log_density(x, t) -> [B] (e.g. an exact model's)")
     check_differentiable(score, x_T, process.T, "score")
+    if log_density is not None:
+        with torch.no_grad():  # one evaluation: a wrongly shaped log_density fails before the solve
+            check_output(log_density(x_T, process.T), "log_density", "log_density(x, t)", x_T.shape[:1], None, None)
     ell_T = (terminal_log_density or process.prior_log_density)(x_T)
     if not isinstance(ell_T, Tensor) or ell_T.shape != (x_T.shape[0],):
         raise ValueError(f"terminal_log_density must return one value per sample, shape [{x_T.shape[0]}]")

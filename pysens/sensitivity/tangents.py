@@ -29,6 +29,7 @@ from torch import Tensor
 
 from pysens.derivatives import jacobian
 from pysens.diffusion.processes import Time
+from pysens.validation import check_output
 
 __all__ = ["DIVERGENCES", "ScoreJets", "check_differentiable", "score_jets"]
 
@@ -133,3 +134,4 @@ def check_differentiable(score: Callable[[Tensor, Time], Tensor], x: Tensor, t: 
             f"{name}(x, t) must return a tensor shaped like x {tuple(x1.shape)}; got "
             f"{tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__}"
         )
+    check_output(value, name, f"{name}(x, t)", x1.shape, x1.dtype, x1.device)  # dtype and device too

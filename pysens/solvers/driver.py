@@ -290,7 +290,8 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
                 h = h.clamp(-opts.dtmax, opts.dtmax)
             err_prev = torch.where(accept, err.clamp_min(1e-4), err_prev)
             after_reject = torch.where(active, reject, after_reject)
-            why = torch.where(newton_failed, 2, torch.where(finite, 0, 1))
+            # a non-finite state or error outranks a failed Newton solve (a NaN right-hand side fails both): Unstable
+            why = torch.where(~finite, 1, torch.where(newton_failed, 2, 0))
             last_failure = torch.where(reject, why, last_failure)
             tiny = ~done & (h.abs() < (step_floor(t, span) if user_dtmin is None else user_dtmin))
             if bool(tiny.any()):

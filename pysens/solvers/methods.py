@@ -253,7 +253,8 @@ def with_compaction(method: str, backend: str, solve_kwargs: dict) -> dict:
     """``solve_kwargs`` with ``compact=True`` added when ``method`` runs on torch and takes it (explicit methods),
     unless the caller chose; for pysens's own samplers, whose right-hand sides are row-wise in the state."""
     info = METHODS.get(_ALIASES.get(method.lower(), ""), None) if isinstance(method, str) else None
-    if backend == "torch" and info is not None and "compact" in info.options and "compact" not in solve_kwargs:
+    on_torch = str(backend).lower() == "torch"
+    if on_torch and info is not None and "compact" in info.options and "compact" not in solve_kwargs:
         return {**solve_kwargs, "compact": True}
     return solve_kwargs
 

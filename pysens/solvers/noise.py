@@ -26,6 +26,8 @@ import math
 import torch
 from torch import Tensor
 
+from pysens.validation import MAX_FIXED_STEPS, check_dtype, check_int, check_time_span
+
 
 class BrownianGrid:
     """Increments ``dW[k] = W(times[k+1]) - W(times[k])``, shaped ``[n, B, *event_shape]``.
@@ -75,8 +77,9 @@ class BrownianGrid:
         """A path on ``n_steps`` equal intervals of ``tspan`` for states shaped ``shape``; with ``iterated``, also
         the per-interval time integrals, drawn jointly (after all the increments, so the increments are the same
         numbers as without)."""
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        tspan = check_time_span(tspan)
+        n_steps = check_int(n_steps, "n_steps", maximum=MAX_FIXED_STEPS)  # checked before a huge allocation
+        check_dtype(dtype, "dtype")
         times = torch.linspace(float(tspan[0]), float(tspan[1]), n_steps + 1, dtype=torch.float64)
         dt = abs(float(tspan[1]) - float(tspan[0])) / n_steps
         dw, dz = sample_increments(

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pysens.validation import check_batch, check_callable, check_time_span
+
 from .noise import BrownianGrid
 
 RHS = Callable[[Tensor, Tensor], Tensor]
@@ -31,25 +33,14 @@ NOISE_TYPES = ("additive", "diagonal")
 
 
 def check_state(x: Tensor, name: str) -> None:
-    """Raise a clear error unless ``x`` is a finite, floating, batched tensor."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor shaped [B, *event_shape], got {type(x).__name__}")
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be shaped [B, *event_shape] with B >= 1, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    """Raise a clear error unless ``x`` is a finite float32/float64 batched tensor ``[B, *event_shape]`` on a real
+    device (see :func:`pysens.validation.check_batch`)."""
+    check_batch(x, name)
 
 
 def check_tspan(tspan) -> tuple[float, float]:
-    try:
-        t0, t1 = (float(v) for v in tspan)
-    except (TypeError, ValueError):
-        raise ValueError(f"tspan must be a pair (t0, t1) of numbers, got {tspan!r}") from None
-    if not (math.isfinite(t0) and math.isfinite(t1)) or t0 == t1:
-        raise ValueError(f"tspan must hold two distinct finite times, got {tspan!r}")
-    return t0, t1
+    """``(t0, t1)``: two distinct finite numbers (strings and bools are refused, never coerced)."""
+    return check_time_span(tspan)
 
 
 @dataclass
@@ -74,8 +65,10 @@ class ODEProblem:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if not callable(self.f):
-            raise TypeError(f"f must be callable as f(t, x), got {type(self.f).__name__}")
+        check_callable(self.f, "f", "f(t, x)")
+        for label, signature in (("jvp", "jvp(t, x, v)"), ("jac", "jac(t, x)")):
+            if getattr(self, label) is not None:
+                check_callable(getattr(self, label), label, signature)
         check_state(self.x0, "x0")
         self.tspan = check_tspan(self.tspan)
 
@@ -184,11 +177,10 @@ class SDEProblem:
 
     def __post_init__(self) -> None:
         for label in ("f", "g"):
-            if not callable(getattr(self, label)):
-                raise TypeError(f"{label} must be callable as {label}(t, x)")
+            check_callable(getattr(self, label), label, f"{label}(t, x)")
         check_state(self.x0, "x0")
         self.tspan = check_tspan(self.tspan)
-        if self.noise not in NOISE_TYPES:
+        if not isinstance(self.noise, str) or self.noise not in NOISE_TYPES:
             raise ValueError(f"noise must be one of {NOISE_TYPES}, got {self.noise!r}")
         if self.brownian is not None:
             if not isinstance(self.brownian, BrownianGrid):

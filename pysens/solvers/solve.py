@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .backends import get_backend
+from .backends import canonical_backend, get_backend
+from .entry import (
+    check_solve_arguments,
+    checked_options,
+    checked_problem,
+    drop_scalar_axis,
+    lift_atol,
+    lift_scalar_state,
+)
 from .methods import TORCH_ONLY_OPTIONS, check_noise, resolve_method
 from .options import build_options
 from .problem import ODEProblem, SDEProblem
@@ -36,7 +44,7 @@ def solve(
             (then ``trajectories=``, ``ensemble=`` and ``batch_size=`` are taken; see ``solve_ensemble``).
         method: a SciML method name (``"Tsit5"``, ``"DP5"``, ``"DP8"``, ``"RadauIIA5"``, ``"BDF"``, ``"EM"``…);
             see :data:`pysens.solvers.methods.METHODS`.
-        backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"``.
+        backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"`` (any case, like method names).
         rtol, atol: local error tolerances (SciML defaults 1e-3 / 1e-6); ``atol`` may be a tensor
             broadcastable to the state. Each backend measures error with its own norm (torch: per-sample
             RMS; scipy: RMS over the whole flattened batch), so compare backends by measured error.
@@ -53,7 +61,9 @@ def solve(
 
     Returns:
         A :class:`Solution`; numerical failure is its ``retcode`` with the partial solution, never an
-        exception. Misuse (bad arguments) raises ``ValueError``/``TypeError`` naming the argument.
+        exception. Misuse (bad arguments) raises ``ValueError``/``TypeError`` naming the argument, and so does a
+        user callable whose first output has the wrong shape, dtype or device (see :mod:`pysens.solvers.entry`).
+        A state ``x0`` shaped ``[B]`` (no event axes) gives ``x`` shaped ``[n_save, B]``.
     """
     if type(problem).__name__ == "EnsembleProblem":  # many trajectories: pysens.ensemble.solve_ensemble
         from pysens.ensemble.problem import solve_ensemble
@@ -67,23 +77,33 @@ def solve(
         kind = "ode"
     else:
         raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
+    backend = canonical_backend(backend)
+    numbers = check_solve_arguments(
+        problem.tspan,
+        saveat=saveat,
+        timesteps=timesteps,
+        adaptive=adaptive,
+        differentiable=differentiable,
+        rtol=rtol,
+        atol=atol,
+        dt=dt,
+        maxiters=maxiters,
+        dtmin=dtmin,
+        dtmax=dtmax,
+    )
     module = get_backend(backend)
+    options = checked_options(options)
     info = resolve_method(method, backend, kind)
     if kind == "sde":
         check_noise(info, problem.noise)
     opts = build_options(
         problem.tspan,
-        rtol=rtol,
-        atol=atol,
-        dt=dt,
+        **numbers,
         saveat=saveat,
         adaptive=adaptive,
         method_adaptive=info.adaptive,
         method_name=info.name,
         timesteps=timesteps,
-        maxiters=maxiters,
-        dtmin=dtmin,
-        dtmax=dtmax,
         generator=generator,
         extra=options,
     )
@@ -101,5 +121,10 @@ def solve(
             raise ValueError(
                 f"atol of shape {tuple(opts.atol.shape)} does not broadcast to the state {tuple(problem.x0.shape)}"
             ) from None
+    scalar_state = problem.x0.dim() == 1
+    problem = checked_problem(problem)
+    if scalar_state:
+        problem, opts.atol = lift_scalar_state(problem), lift_atol(opts.atol, True)
     with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-        return module.solve(problem, info, opts)
+        sol = module.solve(problem, info, opts)
+    return drop_scalar_axis(sol) if scalar_state else sol

@@ -39,6 +39,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pysens.validation import check_batch
+
 __all__ = [
     "BOUNDARIES",
     "FLUXES",
@@ -134,6 +136,7 @@ class Grid:
             raise ValueError(
                 f"{name} must be a density [B, {', '.join(map(str, self.cells))}] on this grid, got {shape}"
             )
+        check_batch(u, name, finite=False)  # dtype and device, named as the caller's argument (not the problem's x0)
 
     # -- functionals -----------------------------------------------------------------------------------------------
     def integrate(self, u: Tensor, values: Tensor | None = None) -> Tensor:

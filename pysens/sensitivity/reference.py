@@ -119,7 +119,7 @@ class DataLaw:
         self.squared_norms = (self.points**2).sum(1)  # |y_i|², [N]
         self.bandwidth = None if bandwidth is None else float(bandwidth)
         self.chunk_bytes = chunk_bytes
-        self.low, self.high = float(self.points.min()), float(self.points.max())
+        self._coverage_radius: float | None = None
 
     @property
     def num_points(self) -> int:
@@ -246,6 +246,24 @@ class DataLaw:
         """The score ∇log ρ^data_t(x), ``[B, *event]``."""
         return self.log_density_and_score(x, t)[1]
 
+    @property
+    def coverage_radius(self) -> float:
+        """The largest distance from a training point to its nearest other training point (leave-one-out), computed
+        once, in chunks of rows: a sample farther than this from every training point is farther from the data
+        than any training image is from the rest (0 for a single point)."""
+        if self._coverage_radius is None:
+            N = self.num_points
+            radius = 0.0
+            rows = max(1, self.chunk_bytes // (8 * N))
+            for start in range(0, N, rows):
+                block = torch.cdist(self.points[start : start + rows], self.points)
+                idx = torch.arange(start, min(start + rows, N), device=block.device)
+                block[idx - start, idx] = math.inf
+                if N > 1:
+                    radius = max(radius, float(block.min(1).values.max()))
+            self._coverage_radius = radius
+        return self._coverage_radius
+
     def nearest_distance(self, x: Tensor) -> Tensor:
         """Euclidean distance of each row of ``x`` ``[B, *event]`` to its nearest training point, ``[B]``."""
         self._check(x)
@@ -306,16 +324,16 @@ class ReferenceDiagnostics:
         log_ratio: ``[B]`` ℓ_θ − log ρ^data_{t1} at the samples x_{t1} before any final denoising (nats; positive:
             the model puts more mass there than its data's noised law), or None without ``data``.
         nearest_distance: ``[B]`` distance of each returned sample to its nearest training point, or None.
-        off_range: ``[B]`` bool, a returned sample has a coordinate outside the training data's range widened by
-            ``margin`` times its width on each side (the model sampled where its data never were), or None.
-        margin: that widening.
+        off_range: ``[B]`` bool, a returned sample is farther from every training point than ``radius`` (the model
+            sampled where its data never were), or None.
+        radius: the training set's coverage radius (:attr:`DataLaw.coverage_radius`), or None.
     """
 
     reference: str
     log_ratio: Tensor | None = None
     nearest_distance: Tensor | None = None
     off_range: Tensor | None = None
-    margin: float = 0.05
+    radius: float | None = None
 
     def as_dict(self) -> dict:
         def listed(v: Tensor | None):
@@ -326,22 +344,20 @@ class ReferenceDiagnostics:
             "log_ratio": listed(self.log_ratio),
             "nearest_distance": listed(self.nearest_distance),
             "off_range": listed(self.off_range),
-            "margin": self.margin,
+            "radius": self.radius,
         }
 
 
 def reference_diagnostics(
-    reference: Reference, x_t1: Tensor, ell_t1: Tensor, t1: float, x_out: Tensor, margin: float = 0.05
+    reference: Reference, x_t1: Tensor, ell_t1: Tensor, t1: float, x_out: Tensor
 ) -> ReferenceDiagnostics:
     """The :class:`ReferenceDiagnostics` of samples ``x_t1`` ``[B, *event]`` at ``t1`` with model log-density
     ``ell_t1`` ``[B]`` and returned samples ``x_out`` (``x_t1`` or its denoised version)."""
     law = reference.data
     if law is None:
-        return ReferenceDiagnostics(reference.name, margin=margin)
+        return ReferenceDiagnostics(reference.name)
     with torch.no_grad():
         log_ratio = ell_t1.detach() - law.log_density(x_t1.detach(), t1).to(ell_t1.dtype)
-        width = law.high - law.low
-        flat = x_out.detach().reshape(x_out.shape[0], -1)
-        low, high = law.low - margin * width, law.high + margin * width
-        off = ((flat < low) | (flat > high)).any(1)
-        return ReferenceDiagnostics(reference.name, log_ratio, law.nearest_distance(x_out.detach()), off, margin)
+        nearest = law.nearest_distance(x_out.detach())
+        radius = law.coverage_radius
+        return ReferenceDiagnostics(reference.name, log_ratio, nearest, nearest > radius, radius)

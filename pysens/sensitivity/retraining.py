@@ -24,7 +24,8 @@ Along the sample paths of the base model the study also records the model-vs-dat
 ℓ_θ(x_t) − log ρ^data_t(x_t) at ``path_times``: the quantity that decides whether the paper-faithful reading
 ``reference="model"`` can work.
 
-Outputs in ``out``: ``retraining_study.json`` and ``retraining_study.png`` (:mod:`pysens.sensitivity.study_plot`).
+Outputs in ``out``: ``retraining_study.json``, ``retraining_study.png`` (:mod:`pysens.sensitivity.study_plot`) and
+``retraining_arrays.pt`` (the per-sample predicted and observed changes, ~100 kB, to re-score without retraining).
 """
 
 from __future__ import annotations
@@ -446,6 +447,8 @@ def retraining_study(out: str | Path, config: RetrainingConfig | None = None, *,
         "wall_time": time.perf_counter() - start,
     }
     plot_study(out / "retraining_study.png", report, arrays, cfg)
+    # the per-sample changes, so the scores can be recomputed without retraining (torch.load, weights_only=True)
+    torch.save([{k: v for k, v in a.items() if k != "moved"} for a in arrays], out / "retraining_arrays.pt")
     write_json(out / "retraining_study.json", report)
     return report
 

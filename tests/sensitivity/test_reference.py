@@ -1,6 +1,5 @@
 """DataLaw (the training set's closed-form noised law) and the reference readings of eq. (★) against exact answers."""
 
-import math
 
 import pytest
 import torch
@@ -120,16 +119,16 @@ def test_memorising_model_all_readings_agree_and_diagnostics_are_exact():
 def test_off_range_flag_and_nearest_distance():
     from pysens.sensitivity.reference import Reference, reference_diagnostics
 
-    points = torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=DT)
-    law = DataLaw(points, VP())
-    # the data span [−1, 1]: with the 5% margin the range is [−1.1, 1.1]
-    x = torch.tensor([[0.0, 0.0], [1.05, -1.05], [1.2, 0.0]], dtype=DT)
+    # nearest-neighbour distances within the data: 1 (points 0, 1), 1, 3 (point 2): coverage radius 3
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [4.0, 0.0]], dtype=DT)
+    law = DataLaw(points, VP(), chunk_bytes=40)  # one row per chunk
+    assert law.coverage_radius == 3.0
+    x = torch.tensor([[0.5, 0.0], [4.0, 2.9], [-3.1, 0.0]], dtype=DT)
     diag = reference_diagnostics(Reference("data", law), x, torch.zeros(3, dtype=DT), 0.5, x)
     assert diag.off_range.tolist() == [False, False, True]
-    assert torch.allclose(
-        diag.nearest_distance, torch.tensor([1.0, math.hypot(0.05, 1.55), math.hypot(0.2, 0.5)], dtype=DT)
-    )
-    assert diag.as_dict()["reference"] == "data"
+    assert torch.allclose(diag.nearest_distance, torch.tensor([0.5, 2.9, 3.1], dtype=DT))
+    assert diag.as_dict()["radius"] == 3.0 and diag.as_dict()["reference"] == "data"
+    assert DataLaw(points[:1], VP()).coverage_radius == 0.0
 
 
 def test_bad_reference_arguments_are_named():

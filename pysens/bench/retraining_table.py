@@ -68,6 +68,12 @@ def _study(data: dict) -> str:
         f"stream mean), [95% bootstrap interval]. Ceiling (cross-stream cosine of the "
         f"observed changes): {_ci(ceiling)}.\n\n"
     )
+    first = data.get("runs", [{}])[0].get("diagnostics", {})
+    if "margin" in first:  # written before off-range meant "beyond the training set's coverage radius"
+        out += (
+            "Off range here is the earlier rule (a pixel beyond the data's range ± 5%), which flags every denoised "
+            "sample; its in/off-range columns carry no information.\n\n"
+        )
     rows = []
     for name, sc in s["scores"].items():
         label = name + (" (default)" if name == f"reference={c['references'][0]}" else "")

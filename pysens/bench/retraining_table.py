@@ -120,5 +120,6 @@ def render_retraining(results: Path) -> str:
     for name in EXTRA_STUDIES:
         extra = results / "retraining" / name / "retraining_study.json"
         if extra.is_file():
-            out += f"\n**{name}** (`results/retraining/{name}/`)\n\n" + _study(json.loads(extra.read_text()), main=False)
+            body = _study(json.loads(extra.read_text()), main=False)
+            out += f"\n**{name}** (`results/retraining/{name}/`)\n\n" + body
     return out

@@ -1,6 +1,5 @@
 """DataLaw (the training set's closed-form noised law) and the reference readings of eq. (★) against exact answers."""
 
-
 import pytest
 import torch
 
@@ -151,3 +150,39 @@ def test_bad_reference_arguments_are_named():
         DataLaw(torch.zeros(0, 3), process)
     with pytest.raises(ValueError, match="d = 3"):
         DataLaw(points, process)(torch.zeros(2, 4, dtype=DT), 0.5)
+
+
+def test_every_mode_reads_the_reference_and_reports_diagnostics():
+    # a model that is not its data: the discrete sampler's ε-JVP equals the tangent system on the same grid under
+    # reference="data" too (the reading only changes δs), and the ODE, discrete and SDE results all carry diagnostics
+    from pysens.sensitivity import discrete_sample_sensitivity, karras_timesteps, sde_sample_sensitivity
+
+    from .conftest import make_oracle
+
+    oracle = make_oracle("VP", 2, seed=3)
+    process = oracle.process
+    points, g = cloud(n=20, d=2, seed=4)
+    x_T = process.prior_sample((3, 2), generator=g, dtype=DT)
+    grid = karras_timesteps(process, 6, t1=1e-2)
+    edit = data_edit(20, removed=points[:4])
+    common = {"reference": "data", "data": points}
+    discrete = discrete_sample_sensitivity(oracle.model, process, x_T, edit, timesteps=grid, method="Heun", **common)
+    tangent = sample_sensitivity(
+        oracle.model, process, x_T, edit, t1=1e-2, method="Heun", adaptive=False, timesteps=grid, **common
+    )
+    model_reading = sample_sensitivity(
+        oracle.model, process, x_T, edit, t1=1e-2, method="Heun", adaptive=False, timesteps=grid, data=points
+    )
+    scale = float(tangent.sensitivity.abs().max())
+    assert scale > 1e-6
+    assert float((discrete.sensitivity - tangent.sensitivity).abs().max()) <= 1e-10 * scale
+    assert float((model_reading.sensitivity - tangent.sensitivity).abs().max()) > 1e-3 * scale  # readings differ
+    sde = sde_sample_sensitivity(oracle.model, process, x_T, edit, t1=1e-2, n_steps=8, generator=g, **common)
+    for res in (discrete, tangent, model_reading, sde):
+        diag = res.diagnostics
+        assert diag.log_ratio.shape == (3,) and bool(torch.isfinite(diag.log_ratio).all())
+        assert diag.off_range.dtype == torch.bool and diag.nearest_distance.shape == (3,)
+    assert tangent.diagnostics.reference == "data" and model_reading.diagnostics.reference == "model"
+    # without data the diagnostics say which reading was used and nothing else
+    plain = sample_sensitivity(oracle.model, process, x_T, edit, t1=1e-2, method="Heun", adaptive=False, timesteps=grid)
+    assert plain.diagnostics.reference == "model" and plain.diagnostics.log_ratio is None

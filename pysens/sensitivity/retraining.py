@@ -25,7 +25,8 @@ Along the sample paths of the base model the study also records the model-vs-dat
 ``reference="model"`` can work.
 
 Outputs in ``out``: ``retraining_study.json``, ``retraining_study.png`` (:mod:`pysens.sensitivity.study_plot`) and
-``retraining_arrays.pt`` (the per-sample predicted and observed changes, ~100 kB, to re-score without retraining).
+``retraining_arrays.pt`` (the per-sample predicted and observed changes, a few hundred kB, to re-score without
+retraining).
 """
 
 from __future__ import annotations

@@ -55,11 +55,14 @@ def test_light_option_tables_match_the_study_modules():
     from pysens.fokker_planck.potential import AUTHORS_DATASETS
     from pysens.sensitivity import retraining
     from pysens.sensitivity.measures import EDIT_CONVENTIONS
+    from pysens.sensitivity.reference import REFERENCES
     from pysens.sensitivity.tangents import DIVERGENCES
     from pysens.spde.study import StudyConfig
 
     assert ode_sde_gap.AUTHORS_DATASETS == AUTHORS_DATASETS and ode_sde_gap.TOY_DATASETS == TOY_DATASETS
     assert (retraining_study.EDITS, retraining_study.MODES) == (retraining.EDITS, retraining.MODES)
+    assert retraining_study.DATASETS == retraining.DATASETS
+    assert retraining_study.REFERENCES == tuple(REFERENCES)
     assert retraining_study.EDIT_CONVENTIONS == EDIT_CONVENTIONS and retraining_study.DIVERGENCES == DIVERGENCES
     config = dataclasses.asdict(retraining.RetrainingConfig())
     assert retraining_study.DEFAULTS == {k: config[k] for k in retraining_study.DEFAULTS}

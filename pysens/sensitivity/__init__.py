@@ -8,6 +8,8 @@ How a diffusion model's score and samples move when its training data move, befo
 * :func:`sample_sensitivity`: the PF-ODE tangent system (x, ℓ, y_1..y_P) from T to t1 on any solver (§3.1);
 * :func:`sde_sample_sensitivity`: pathwise sensitivity of the reverse SDE with the Itô log-density (§3.5);
 * :func:`discrete_sample_sensitivity`: the exact derivative of a fixed-step Euler/Heun sampler (§3.4);
+* :mod:`~pysens.sensitivity.reference`: which law (★) is read against (``reference="model"``, ``"data"``, mixed),
+  the training set's closed-form noised law :class:`DataLaw` (density, score, JVPs) and per-sample diagnostics;
 * :mod:`~pysens.sensitivity.evaluation`: per-seed cosine/Pearson against observed changes, entropic-OT baseline;
 * :mod:`~pysens.sensitivity.retraining`: the retraining study and its ``retraining-study`` CLI verb (``add_cli``).
 
@@ -36,6 +38,7 @@ from pysens.sensitivity.measures import (
     edit_epsilon,
 )
 from pysens.sensitivity.ode import PARAMETERIZATIONS, SensitivityResult, TangentField, sample_sensitivity
+from pysens.sensitivity.reference import REFERENCES, DataLaw, ReferenceDiagnostics
 from pysens.sensitivity.retraining import add_cli, retraining_study
 from pysens.sensitivity.score_derivative import ScoreDerivativeResult, score_derivative
 from pysens.sensitivity.sde import sde_sample_sensitivity
@@ -44,14 +47,17 @@ __all__ = [
     "DISCRETE_METHODS",
     "EDIT_CONVENTIONS",
     "PARAMETERIZATIONS",
+    "REFERENCES",
     "CorrelationResult",
     "DataEdit",
+    "DataLaw",
     "EmpiricalMeasure",
     "GaussianMeanShift",
     "GaussianMixtureMeasure",
     "ModelMeasure",
     "Perturbation",
     "ProbabilityMeasure",
+    "ReferenceDiagnostics",
     "ScoreDerivativeResult",
     "SensitivityResult",
     "SignedMeasure",

@@ -24,6 +24,7 @@ from pysens.diffusion.processes import ForwardProcess, Time, expand_as_batch, re
 from pysens.diffusion.sampling import ScoreModel
 from pysens.sensitivity.measures import DataEdit, Perturbation
 from pysens.sensitivity.ode import SensitivityResult, TangentField, prepare
+from pysens.sensitivity.reference import reference_diagnostics
 from pysens.sensitivity.tangents import score_jets
 from pysens.solvers import Stats
 
@@ -83,12 +84,16 @@ def discrete_sample_sensitivity(
     terminal_log_density: Callable[[Tensor], Tensor] | None = None,
     log_density: Callable[[Tensor, Time], Tensor] | None = None,
     chunk_size: int | None = None,
+    reference: str = "model",
+    data=None,
 ) -> SensitivityResult:
     """The exact derivative of a fixed-step Euler or Heun PF-ODE sampler with respect to ε (module docstring).
 
     Args:
         timesteps: the grid from T down to t1 (``[n + 1]``); default :func:`karras_timesteps` with ``n_steps``.
         method: ``"Euler"`` or ``"Heun"``.
+        reference, data: which law eq. (★) reads its ratio and score from, and the training set
+            (:func:`pysens.sensitivity.sample_sensitivity`, :mod:`pysens.sensitivity.reference`).
         Others as in :func:`pysens.sensitivity.sample_sensitivity`.
     """
     process = resolve_process(process)
@@ -108,6 +113,8 @@ def discrete_sample_sensitivity(
         generator=generator,
         terminal_log_density=terminal_log_density,
         log_density=log_density,
+        reference=reference,
+        data=data,
     )
     P = len(setup.perturbations)
     if P == 0:
@@ -120,6 +127,7 @@ def discrete_sample_sensitivity(
         probes=setup.probes,
         log_density=log_density,
         chunk_size=chunk_size,
+        reference=setup.reference,
     )
     d = math.prod(x_T.shape[1:])
     track_ell = log_density is None
@@ -181,4 +189,5 @@ def discrete_sample_sensitivity(
         stats=stats,
         retcode="Success" if finite else "Unstable",
         perturbations=setup.perturbations,
+        diagnostics=reference_diagnostics(setup.reference, x, ell, setup.t1, x),
     )

@@ -39,6 +39,13 @@ from pysens.diffusion.divergence import hutchinson_probes
 from pysens.diffusion.processes import ForwardProcess, Time, expand_as_batch, resolve_process, time_like
 from pysens.diffusion.sampling import ScoreModel, check_cutoff, check_score_model
 from pysens.sensitivity.measures import DataEdit, Perturbation, as_perturbations
+from pysens.sensitivity.reference import (
+    DataLaw,
+    Reference,
+    ReferenceDiagnostics,
+    reference_diagnostics,
+    resolve_reference,
+)
 from pysens.sensitivity.tangents import DIVERGENCES, check_differentiable, score_jets
 from pysens.solvers import BrownianGrid, ODEProblem, Solution, Stats, solve
 from pysens.solvers.layout import StateLayout
@@ -77,6 +84,8 @@ class SensitivityResult:
         solution: the augmented ODE solve (``layout`` unpacks its states), or None for the SDE and discrete modes.
         brownian: the Brownian path of the SDE mode (replayable), else None.
         perturbations: the P directions, in order.
+        diagnostics: per-sample model-vs-data log-ratio and off-range flags
+            (:class:`~pysens.sensitivity.reference.ReferenceDiagnostics`; its fields are None without ``data``).
     """
 
     x: Tensor
@@ -91,6 +100,7 @@ class SensitivityResult:
     layout: StateLayout | None = None
     brownian: BrownianGrid | None = None
     perturbations: list[Perturbation] = field(default_factory=list)
+    diagnostics: ReferenceDiagnostics | None = None
 
     def predicted_change(self, epsilon: float | Sequence[float] | Tensor) -> Tensor:
         """ε_p y_p ``[P, B, *event]``; ``epsilon`` is one number or one per perturbation (e.g. ``DataEdit.epsilon``)."""
@@ -124,7 +134,8 @@ class TangentField:
     """The right-hand side of the augmented system (module docstring) for a score model and P perturbations.
 
     ``divergence``: "exact" or "hutchinson" (``probes`` ``[K, B, *event]``, fixed for a solve) when ℓ is
-    integrated; ignored when ``log_density`` (closed-form ℓ(x, t)) is given.
+    integrated; ignored when ``log_density`` (closed-form ℓ(x, t)) is given. ``reference`` says which law the
+    ratio and score of eq. (★) come from (:mod:`pysens.sensitivity.reference`; None: the model's).
     """
 
     def __init__(
@@ -137,8 +148,10 @@ class TangentField:
         probes: Tensor | None = None,
         log_density: Callable[[Tensor, Time], Tensor] | None = None,
         chunk_size: int | None = None,
+        reference: Reference | None = None,
     ) -> None:
         self.score, self.process, self.perturbations = score, process, perturbations
+        self.reference = reference
         self.divergence = None if log_density is not None else divergence
         self.probes, self.log_density, self.chunk_size = probes, log_density, chunk_size
 
@@ -174,7 +187,10 @@ class TangentField:
         return dx, dell, dy, ell
 
     def score_derivatives(self, t: Tensor, x: Tensor, ell: Tensor, s: Tensor) -> Tensor:
-        """δs_p(x) ``[P, B, *event]`` for the model's log-density ``ell`` and score ``s`` (eq. ★)."""
+        """δs_p(x) ``[P, B, *event]`` for the model's log-density ``ell`` and score ``s`` (eq. ★), read against
+        ``self.reference``."""
+        if self.reference is not None:
+            ell, s = self.reference.inputs(x, t, ell, s)
         return torch.stack([p.score_derivative(x, t, self.process, ell, s) for p in self.perturbations])
 
 
@@ -188,6 +204,7 @@ class _Setup:
     t1: float
     terminal_log_density: Tensor
     probes: Tensor | None
+    reference: Reference
 
 
 def prepare(
@@ -204,12 +221,15 @@ def prepare(
     generator: torch.Generator | None,
     terminal_log_density: Callable[[Tensor], Tensor] | None,
     log_density: Callable[[Tensor, Time], Tensor] | None,
+    reference: str = "model",
+    data: Tensor | DataLaw | None = None,
 ) -> _Setup:
     """Checks shared by the ODE, SDE and discrete modes; raises errors naming the argument."""
     process = resolve_process(process)
     check_state(x_T, "x_T")
     check_score_model(model, x_T, "x_T")
     t1 = check_cutoff(process, t1, "t1")
+    resolved = resolve_reference(reference, data, process, x_T.shape[1:])
     score = as_score_model(model, process, parameterization)
     items = as_perturbations(perturbations, x_T) if perturbations is not None else []
     if divergence not in DIVERGENCES:
@@ -230,7 +250,7 @@ def prepare(
         probes = hutchinson_probes(
             n_probes, x_T.shape, kind=probe, generator=generator, dtype=x_T.dtype, device=x_T.device
         )
-    return _Setup(score, process, items, t1, ell_T.to(x_T.dtype), probes)
+    return _Setup(score, process, items, t1, ell_T.to(x_T.dtype), probes, resolved)
 
 
 def final_denoise(
@@ -273,6 +293,8 @@ def sample_sensitivity(
     denoise: bool = False,
     chunk_size: int | None = None,
     saveat=None,
+    reference: str = "model",
+    data: Tensor | DataLaw | None = None,
     **solve_kwargs,
 ) -> SensitivityResult:
     """PF-ODE samples from ``x_T`` with their log-densities and sensitivities to P perturbations (digest §3.1).
@@ -294,6 +316,12 @@ def sample_sensitivity(
             y by e^{−c}; pass the exact one when known).
         log_density: closed-form log ρ_t(x) ``(x, t) -> [B]`` instead of integrating ℓ (exact models only).
         denoise: finish with Tweedie's denoiser and push y through it (module ``final_denoise``); default off.
+        reference: which law eq. (★) reads its ratio and score from: ``"model"`` (the model's ℓ and s, the
+            paper-faithful default), ``"data"`` (the training set's noised law, closed form), ``"data-ratio"`` or
+            ``"data-score"`` (one from each); when each is valid: :mod:`pysens.sensitivity.reference`.
+        data: the training set ``[N, *event]`` (or a :class:`~pysens.sensitivity.reference.DataLaw`, e.g. with a
+            bandwidth); required by the data readings, and with any reading it fills ``result.diagnostics``
+            (model-vs-data log-ratio at t1, off-range flags).
 
     Returns:
         :class:`SensitivityResult` (``sensitivity`` ``[P, B, *event]``; ``predict(ε)`` gives x + ε y).
@@ -311,6 +339,8 @@ def sample_sensitivity(
         generator=generator,
         terminal_log_density=terminal_log_density,
         log_density=log_density,
+        reference=reference,
+        data=data,
     )
     process, P = setup.process, len(setup.perturbations)
     event = tuple(x_T.shape[1:])
@@ -322,6 +352,7 @@ def sample_sensitivity(
         probes=setup.probes,
         log_density=log_density,
         chunk_size=chunk_size,
+        reference=setup.reference,
     )
     blocks: dict[str, tuple[int, ...]] = {"x": event}
     if log_density is None:
@@ -353,6 +384,7 @@ def sample_sensitivity(
     x = end["x"]
     y = end["y"].movedim(1, 0) if P else x.new_zeros(0, *x.shape)
     ell = end["ell"] if log_density is None else log_density(x, setup.t1)
+    x_t1 = x
     if denoise:
         # like the solve, no autograd graph unless asked for (the JVPs are forward mode and need none)
         with torch.set_grad_enabled(bool(solve_kwargs.get("differentiable")) and torch.is_grad_enabled()):
@@ -370,4 +402,5 @@ def sample_sensitivity(
         solution=sol,
         layout=layout,
         perturbations=setup.perturbations,
+        diagnostics=reference_diagnostics(setup.reference, x_t1, ell, setup.t1, x),
     )

@@ -21,6 +21,7 @@ from pysens.diffusion.likelihood import LikelihoodResult, log_likelihood
 from pysens.diffusion.processes import ForwardProcess, Time, as_time, resolve_process, time_like
 from pysens.diffusion.sampling import ScoreModel, check_score_model
 from pysens.sensitivity.measures import DataEdit, Perturbation, as_perturbations
+from pysens.sensitivity.reference import REFERENCES, DataLaw, ReferenceDiagnostics, resolve_reference
 from pysens.sensitivity.tangents import DIVERGENCES, check_differentiable
 from pysens.solvers.problem import check_state
 
@@ -32,13 +33,15 @@ LogDensity = Tensor | Callable[[Tensor, Time], Tensor]
 @dataclass
 class ScoreDerivativeResult:
     """``derivative`` δs ``[P, B, *event]`` (one row per perturbation), the model's ``score`` s_t(x)
-    ``[B, *event]``, the ``log_density`` log ρ_t(x) ``[B]`` used, and the likelihood solves that produced it
-    (``likelihoods``, empty when it was given)."""
+    ``[B, *event]``, the ``log_density`` log ρ_t(x) ``[B]`` the ratio used (the model's, or the training set's
+    under ``reference="data"``/``"data-ratio"``), the likelihood solves that produced the model's (``likelihoods``,
+    empty when it was given or not needed), and ``diagnostics`` (model-vs-data log-ratio when both are known)."""
 
     derivative: Tensor
     score: Tensor
     log_density: Tensor
     likelihoods: list[LikelihoodResult]
+    diagnostics: ReferenceDiagnostics | None = None
 
     @property
     def retcode(self) -> str:
@@ -64,6 +67,8 @@ def score_derivative(
     rtol: float = 1e-6,
     atol: float = 1e-6,
     chunk_size: int | None = None,
+    reference: str = "model",
+    data: Tensor | DataLaw | None = None,
 ) -> ScoreDerivativeResult:
     """δs_t(x) = exp(log σ_t − log ρ_t)(∇log σ_t − s_t) for each perturbation (digest eq. ★, Algorithm A).
 
@@ -77,6 +82,9 @@ def score_derivative(
             (``divergence`` "exact" or "hutchinson" with ``n_probes`` probes of kind ``probe`` drawn from
             ``generator``; ``terminal_log_density`` defaults to the prior; ``method``, ``backend``, ``rtol``,
             ``atol``, ``chunk_size`` go to the solve). An error c in log ρ_t scales δs by e^{−c} (digest §3.3).
+        reference, data: which law (★) reads its ratio and score from, and the training set ``[N, *event]`` (or a
+            :class:`~pysens.sensitivity.reference.DataLaw`); see :mod:`pysens.sensitivity.reference`. When the
+            ratio comes from the data and ``log_density`` is None, no likelihood is solved.
 
     Returns:
         :class:`ScoreDerivativeResult` with ``derivative`` ``[P, B, *event]``.
@@ -92,12 +100,17 @@ def score_derivative(
     if not bool((t > 0).all()):
         raise ValueError("t must be positive: the noised densities of point masses do not exist at t = 0")
     items = as_perturbations(perturbations, x)
+    resolved = resolve_reference(reference, data, process, x.shape[1:])
+    ratio_from, score_from = REFERENCES[resolved.name]
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {DIVERGENCES}; got {divergence!r}")
 
     s = score(x, t)
     likelihoods: list[LikelihoodResult] = []
-    if log_density is None:
+    ell: Tensor | None = None
+    if log_density is None and ratio_from == "data":
+        pass  # the ratio comes from the training set's law: the model's density is not needed
+    elif log_density is None:
         check_differentiable(score, x, t, "score")  # the likelihood's divergence needs JVPs
         ell, likelihoods = _flow_log_density(
             score,
@@ -119,10 +132,20 @@ def score_derivative(
         ell = log_density(x, t)
     else:
         ell = torch.as_tensor(log_density, dtype=x.dtype, device=x.device)
-    if ell.shape != (x.shape[0],):
+    if ell is not None and ell.shape != (x.shape[0],):
         raise ValueError(f"log_density must give one value per sample, shape [{x.shape[0]}]; got {tuple(ell.shape)}")
-    derivative = torch.stack([p.score_derivative(x, t, process, ell, s) for p in items])
-    return ScoreDerivativeResult(derivative=derivative, score=s, log_density=ell, likelihoods=likelihoods)
+    diagnostics = ReferenceDiagnostics(resolved.name)
+    ratio_ell, difference_score = ell, s
+    if resolved.data is not None:
+        data_ell, data_score = resolved.data.log_density_and_score(x, t)
+        if ell is not None:
+            diagnostics.log_ratio = (ell - data_ell).detach()
+        ratio_ell = data_ell if ratio_from == "data" else ell
+        difference_score = data_score if score_from == "data" else s
+    derivative = torch.stack([p.score_derivative(x, t, process, ratio_ell, difference_score) for p in items])
+    return ScoreDerivativeResult(
+        derivative=derivative, score=s, log_density=ratio_ell, likelihoods=likelihoods, diagnostics=diagnostics
+    )
 
 
 def _flow_log_density(score, process, x, t, **options) -> tuple[Tensor, list[LikelihoodResult]]:

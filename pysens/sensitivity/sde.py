@@ -32,6 +32,7 @@ from pysens.diffusion.processes import ForwardProcess, Time, expand_as_batch, ti
 from pysens.diffusion.sampling import ScoreModel
 from pysens.sensitivity.measures import DataEdit, Perturbation
 from pysens.sensitivity.ode import SensitivityResult, TangentField, prepare
+from pysens.sensitivity.reference import reference_diagnostics
 from pysens.sensitivity.tangents import DIVERGENCES, score_jets
 from pysens.solvers import BrownianGrid, Stats
 
@@ -54,6 +55,8 @@ def sde_sample_sensitivity(
     terminal_log_density: Callable[[Tensor], Tensor] | None = None,
     log_density: Callable[[Tensor, Time], Tensor] | None = None,
     chunk_size: int | None = None,
+    reference: str = "model",
+    data=None,
 ) -> SensitivityResult:
     """Reverse-SDE samples from ``x_T`` with the Itô log-density and pathwise sensitivities (module docstring).
 
@@ -65,6 +68,8 @@ def sde_sample_sensitivity(
             ``generator`` on ``n_steps`` intervals when None (and returned in the result for replay).
         milstein: add the zero-mean Milstein term to ℓ (order 1 instead of ½).
         milstein_trace: ``"exact"`` or ``"hutchinson"`` (fresh probes from ``generator``) for its tr J_s.
+        reference, data: which law eq. (★) reads its ratio and score from, and the training set
+            (:func:`pysens.sensitivity.sample_sensitivity`, :mod:`pysens.sensitivity.reference`).
 
     Returns:
         :class:`~pysens.sensitivity.ode.SensitivityResult` with ``brownian`` set and ``solution`` None.
@@ -82,6 +87,8 @@ def sde_sample_sensitivity(
         generator=None,
         terminal_log_density=terminal_log_density,
         log_density=log_density,
+        reference=reference,
+        data=data,
     )
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer; got {n_steps!r}")
@@ -99,7 +106,14 @@ def sde_sample_sensitivity(
         brownian.check_covers((T, t1), x_T)
     times = torch.linspace(T, t1, n_steps + 1, dtype=torch.float64)
     index = brownian.indices(times)
-    field_ = TangentField(setup.score, process, setup.perturbations, log_density=log_density, chunk_size=chunk_size)
+    field_ = TangentField(
+        setup.score,
+        process,
+        setup.perturbations,
+        log_density=log_density,
+        chunk_size=chunk_size,
+        reference=setup.reference,
+    )
     track_ell = log_density is None
     trace_mode = milstein_trace if (milstein and track_ell) else None
     d = math.prod(x_T.shape[1:])
@@ -169,4 +183,5 @@ def sde_sample_sensitivity(
         retcode="Success" if bool(finite.all()) else "Unstable",
         brownian=brownian,
         perturbations=setup.perturbations,
+        diagnostics=reference_diagnostics(setup.reference, x, ell, setup.t1, x),
     )

@@ -70,9 +70,15 @@ def score_jets(
         engine: ``"forward"`` (one vmapped JVP), ``"jacobian"`` (reverse-mode Jacobian blocks, products by bmm) or
             ``"auto"`` (``"jacobian"`` when the exact divergence is asked for or P ≥ d without Hutchinson probes,
             else ``"forward"``).
+
+    A score model with a ``closed_form_jets(x, t, tangents, divergence=, probes=)`` method (such as
+    :class:`~pysens.sensitivity.reference.DataLaw`) answers all three itself, whatever ``engine``.
     """
     if engine not in JET_ENGINES:
         raise ValueError(f"engine must be one of {JET_ENGINES}, got {engine!r}")
+    closed_form = getattr(score, "closed_form_jets", None)
+    if callable(closed_form):  # a law that knows its own JVPs (e.g. DataLaw): no autograd through it
+        return closed_form(x, t, tangents, divergence=divergence, probes=probes)
     B = x.shape[0]
     d = math.prod(x.shape[1:])
     stack = [] if tangents is None else [tangents]

@@ -55,39 +55,45 @@ def test_study_writes_json_and_png(tmp_path, mode, edit):
     assert isinstance(s["acceptance"]["single_run >= 0.45"], bool)
 
 
+def toy_argv(out, **extra):
+    options = {"--out": str(out), **TOY, **extra}
+    return ["retraining-study", *(item for pair in options.items() for item in pair), "--quiet"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ({"--count": "0"}, "count must be positive"),
-        ({"--references": "mdoel"}, "references must list names from"),
-        ({"--method": "Nope"}, "unknown method 'Nope'"),
+        ({"--count": "0"}, "argument --count: expected a positive integer"),
+        ({"--references": "mdoel"}, "argument --references: invalid choice: 'mdoel'"),
+        ({"--method": "Nope"}, "argument --method: .*unknown method 'Nope'"),
         ({"--references": "model"}, None),
-        ({"--ot-regs": "-1"}, "ot_regs must list positive numbers"),
-        ({"--t1": "2"}, "t1 must lie strictly between 0 and T"),
-        ({"--count": "500"}, "count \\(500\\) must be below"),
+        ({"--ot-regs": "-1"}, "argument --ot-regs: expected a finite positive number"),
+        ({"--t1": "2"}, "argument --t1: the sampler cut-off must lie below T"),
+        ({"--count": "500"}, "argument --count: 500 images edited, but class 3 has"),
         ({"--path-times": "1e-4"}, "path_times must lie strictly between t1 and T"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(tmp_path, capsys, extra, message):
+    from pysens.cli import main
+
     if message is None:  # a valid single reference: the checks pass (nothing is trained here)
         assert check_study_arguments(toy_args(tmp_path, **extra)).references == ["model"]
         return
-    args = toy_args(tmp_path / "out", **extra)
-    assert args.func(args) == 2
+    assert main(toy_argv(tmp_path / "out", **extra)) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()  # nothing was written: the checks ran first
 
 
 def test_output_path_is_checked_before_training(tmp_path, capsys):
+    from pysens.cli import main
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    args = toy_args(blocker)
-    assert args.func(args) == 2
-    assert "exists and is not a folder" in capsys.readouterr().err
-    args = toy_args(blocker / "below")
-    assert args.func(args) == 2
-    assert "is not a writable folder" in capsys.readouterr().err
+    assert main(toy_argv(blocker)) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(toy_argv(blocker / "below")) == 2
+    assert "cannot be created" in capsys.readouterr().err
     with pytest.raises(ValueError, match="digit"):
         RetrainingConfig(digit=11).validate()
     with pytest.raises(ValueError, match="dataset must be one of"):

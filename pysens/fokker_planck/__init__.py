@@ -2,6 +2,7 @@
 
 * ``residual``: the log-density FP residual R[φ] (exact or Hutchinson Laplacian, autograd or finite-difference
   ∂_t, raw or gauge-fixed), FP-Diffusion's vector score residual, and the residual functional R̃.
+* ``laplacian``: φ's ∂_tφ, ∇_xφ and Δφ by the forward-Laplacian, ``torch.func`` and autograd engines.
 * ``potential``: ``PotentialScoreNet`` (a scalar φ_θ with score ∇φ_θ) and the authors' checkpoints.
 * ``training``: DSM + w_R · mean R² (the authors' loss and schedule).
 * ``gap``: the same prior samples through the PF-ODE and the reverse SDE, and W2 by exact grid OT, sliced and

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-import pysens.fokker_planck.residual as residual_module
+import pysens.fokker_planck.laplacian as laplacian_module
 from pysens.diffusion.processes import OU
 from pysens.fokker_planck import (
     PotentialScoreNet,
@@ -103,7 +103,7 @@ def test_potential_score_net_is_read_and_blocks_do_not_matter(d, monkeypatch):
     _assert_same(potential_derivatives(net.potential, x, t, engine="autograd"), func, 1e-10)
     torch.testing.assert_close(forward.phi, net.potential(x, t), rtol=0, atol=1e-13)
     # the CPU pass runs in row blocks; blocks of a few rows give the same numbers
-    monkeypatch.setattr(residual_module, "_FORWARD_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(laplacian_module, "_FORWARD_BLOCK_BYTES", 4096)
     _assert_same(potential_derivatives(net.potential, x, t, engine="forward"), forward, 1e-13)
     # finite-difference ∂_t replaces the exact one alike in both engines
     fd = dict(time_derivative="fd", fd_step=1e-4)
@@ -178,7 +178,7 @@ def test_hutchinson_with_the_same_probes_is_the_same_estimate_in_every_engine(d,
     for field in ("phi", "phi_t", "grad"):
         torch.testing.assert_close(getattr(forward, field), getattr(exact, field), rtol=1e-10, atol=1e-10)
     assert (forward.laplacian - exact.laplacian).abs().max() > 1e-3  # an estimate, not Δφ
-    monkeypatch.setattr(residual_module, "_FORWARD_BLOCK_BYTES", 4096)  # per-point probes split with the blocks
+    monkeypatch.setattr(laplacian_module, "_FORWARD_BLOCK_BYTES", 4096)  # per-point probes split with the blocks
     _assert_same(potential_derivatives(net.potential, x, t, engine="forward", **hutch), forward, 1e-13)
     # drawn probes: the same generator seed gives the same probes, hence the same estimate
     drawn = {

@@ -21,9 +21,9 @@ Shapes: ``x`` is ``[B, *event]`` (event axes are flattened to d internally), ``t
   layer,  Linear  z ← zWᵀ + b, J ← JWᵀ, L ← LWᵀ;  activation σ  z ← σ(z), J ← σ'(z) J,
   L ← σ'(z) L + σ''(z) Σ_i J_i², with σ' and σ'' in closed form. One batched forward pass carries z and J; L's
   recursion is linear, so Δφ is gathered instead by one reverse sweep of the adjoint ∂φ/∂h, which also gives
-  ∂_tφ and ∇_xφ (see :mod:`pysens.fokker_planck.laplacian`). With Hutchinson probes z_k the pass carries J z_k instead of J:
-  O(K) whatever d. Plain tensor operations in a fixed number of batched passes, so the training backward through
-  R is one level of autograd.
+  ∂_tφ and ∇_xφ (see :mod:`pysens.fokker_planck.laplacian`). With Hutchinson probes z_k the pass carries J z_k
+  instead of J: O(K) whatever d. Plain tensor operations in a fixed number of batched passes, so the training
+  backward through R is one level of autograd.
 * ``"func"``: ``torch.func`` transforms over the whole batch, for any potential (rows are independent, so a tangent
   e_i in every row gives column i of every sample's Hessian at once): no Python loop over dimensions.
 * ``"autograd"``: nested ``torch.autograd.grad`` calls, one per dimension or probe (the authors' way; the reference).

@@ -3,7 +3,8 @@
 import argparse
 
 from pysens.commands.ode_sde_gap import run
-from pysens.fokker_planck.experiment import _trends, add_cli
+from pysens.fokker_planck.experiment import add_cli
+from pysens.fokker_planck.train_study import _trends
 
 
 def test_add_cli_registers_the_verb_with_configurable_sizes():
@@ -49,7 +50,7 @@ def test_tiny_digits_study_has_finite_gaps_and_counts_out_of_range_samples(tmp_p
 
     import torch
 
-    from pysens.fokker_planck.experiment import _digits_study
+    from pysens.fokker_planck.train_study import _digits_study
 
     torch.set_num_threads(1)
     res = _digits_study(
@@ -92,7 +93,7 @@ def test_geometric_schedule_is_log_spaced_down_to_t_end():
 def test_count_out_of_range_flags_non_finite_and_large_samples():
     import torch
 
-    from pysens.fokker_planck.experiment import _count_out_of_range
+    from pysens.fokker_planck.train_study import _count_out_of_range
 
     x = torch.zeros(5, 64)
     x[1, 3] = float("nan")

@@ -19,7 +19,8 @@ JSON lists them (the target is none).
 
 Every solve is capped at ``--maxiters`` step attempts (default 20000): a setup that needs more ends with ``MaxIters``.
 Long sweeps can be split (``--problems``, ``--setups``) into several processes writing separate ``--json`` files and
-joined with ``--merge a.json b.json ...`` (points of the same problem are concatenated).
+joined with ``--merge a.json b.json ...`` (points of the same problem are concatenated; a later file's point for
+the same setup and rtol replaces an earlier one).
 
     pysens bench stiff-testset [--out benchmarks/results] [--quick] [--problems hires,rober] [--runs 1]
 """
@@ -241,7 +242,8 @@ def _write(path: Path, results: dict, wrong: list, args, rtols, started: float) 
 
 def merge_results(paths: list[Path], out: Path) -> int:
     """Join result files of one configuration (split by problem or setup) into ``out``; a problem's points are
-    concatenated in file order, ``wrong`` is recomputed, ``wall_time`` is the sum (CPU time spent by the parts)."""
+    concatenated in file order (a later file's point for the same setup and rtol replaces an earlier one: a rerun),
+    ``wrong`` is recomputed, ``wall_time`` is the sum (CPU time spent by the parts)."""
     parts = [json.loads(p.read_text()) for p in paths]
     configs = {json.dumps({k: v for k, v in d["config"].items() if k != "rtols"}, sort_keys=True) for d in parts}
     if len(configs) > 1:
@@ -249,10 +251,12 @@ def merge_results(paths: list[Path], out: Path) -> int:
     problems: dict = {}
     for d in parts:
         for name, wp in d["problems"].items():
-            if name in problems:
-                problems[name]["points"] += wp["points"]
-            else:
-                problems[name] = wp
+            if name not in problems:
+                problems[name] = wp | {"points": []}
+            points = problems[name]["points"]
+            for p in wp["points"]:  # a later file's point for the same setup and rtol replaces the earlier one
+                key = (p["setup"], p["reltol"])
+                points[:] = [q for q in points if (q["setup"], q["reltol"]) != key] + [p]
     rtols = sorted({r for d in parts for r in d["config"]["rtols"]}, reverse=True)
     wrong = [_wrong_entry(p, name) for name, wp in problems.items() for p in wp["points"] if p["wrong"]]
     merged = {

@@ -21,6 +21,15 @@ transforms its own tolerances, so the componentwise mix of relative and absolute
 ever tightens (``rtol_int ≤ rtol``); ``floor`` is 10 ulp of the state's dtype (never above ``rtol``), below which no
 solver resolves anything. With ``rtol = 0`` (pure absolute control) the factor is computed from the largest ``atol``.
 
+**Calibration** (``pysens bench stiff-testset``, float64). Fit set: HIRES, OREGO, VDPOL and ROBER, each method run
+under the local model (scipy/CVODE at rtol 1e-4 … 1e-10, torch at 1e-4 and 1e-6, KenCarp4 also at 1e-5 … 1e-8 on
+HIRES and VDPOL); the global error is modelled as ``err = K · tol^(1/q)`` and
+``c = (S / K_max)^q`` with ``S = 10^0.5``, so that on the fit set the global error is at most ~3× rtol, one digit
+inside the issue's acceptance margin of 10^1.5, the other half digit left for problems outside the fit set.
+Validation (held out): POLLU, E5 (the test set's atol and a scale-aware one) and LINEAR (a stiff linear system with
+an exact answer), and every problem at rtol 1e-8, outside the fitted range for the torch methods. ``q`` follows the
+method's order and error control; CVODE's measured slope (global error ~ tol^1.0–1.1) overrules the order-5 bound.
+
 ``tolerance_model="local"`` hands ``rtol``/``atol`` to the backend unchanged: ``Success`` then promises only that each
 step's estimated local error met them, as in SciML/scipy/CVODE.
 
@@ -71,6 +80,11 @@ _EXPLICIT = (
 _ORDER2 = "order 2, error per step of the propagated order-2 solution: global ~ tol^(2/3), q = 3/2"
 _BDF = "variable-order BDF (order <= 5) controlling its propagated solution per step: q = (5+1)/5"
 
+_CVODE = (
+    "variable-order BDF; measured slope d(scd)/d(-log10 rtol) ~ 1.0-1.1 on the fit set (not the 5/6 of order 5), so "
+    "q = 1, c from the largest K = err/tol (354, OREGO at rtol 1e-4)"
+)
+
 TOLERANCE_MAPS: dict[str, ToleranceMap] = {
     # explicit non-stiff methods: not mapped (measured, see _EXPLICIT)
     "Heun": _identity(_EXPLICIT),
@@ -79,7 +93,7 @@ TOLERANCE_MAPS: dict[str, ToleranceMap] = {
     "DP8": _identity(_EXPLICIT),
     "Vern7": _identity(_EXPLICIT),
     "Vern9": _identity(_EXPLICIT),
-    # stiff methods (calibrated on HIRES, OREGO, VDPOL, ROBER at rtol 1e-4..1e-10; validated on POLLU, E5, LINEAR)
+    # stiff methods (calibrated on HIRES, OREGO, VDPOL, ROBER; validated on POLLU, E5, E5s, LINEAR; module docstring)
     "Rosenbrock23": ToleranceMap(1.5, 0.8, _ORDER2 + "; c from the largest K = err/tol^(2/3) on the fit set (3.6)"),
     "TRBDF2": ToleranceMap(1.5, 0.2, _ORDER2 + "; c from the largest K = err/tol^(2/3) on the fit set (9.5)"),
     "Rodas4": _identity("order 4(3) with local extrapolation: global ~ tol; fit set err <= 1.0 rtol"),
@@ -92,9 +106,9 @@ TOLERANCE_MAPS: dict[str, ToleranceMap] = {
     "RadauIIA5": _identity("order 5 collocation, propagates the order-5 solution: fit set err <= 0.15 rtol"),
     "BDF": ToleranceMap(1.2, 0.4, _BDF + "; K = err/tol^(5/6) up to 6.6 on the fit set (OREGO)"),
     "LSODA": ToleranceMap(1.2, 0.6, _BDF + " (stiff part); K = err/tol^(5/6) up to 4.8 on the fit set (OREGO)"),
-    "CVODE_BDF": ToleranceMap(1.2, 0.02, _BDF + "; K = err/tol^(5/6) up to 77 on the fit set (OREGO, rtol 1e-4)"),
-    "QNDF": ToleranceMap(1.2, 0.02, _BDF + " (julia only; CVODE's factor)"),
-    "FBDF": ToleranceMap(1.2, 0.02, _BDF + " (julia only; CVODE's factor)"),
+    "CVODE_BDF": ToleranceMap(1.0, 0.009, _CVODE),
+    "QNDF": ToleranceMap(1.0, 0.009, "variable-order BDF/NDF (julia only): CVODE's map, not measured here"),
+    "FBDF": ToleranceMap(1.0, 0.009, "variable-order BDF (julia only): CVODE's map, not measured here"),
 }
 
 

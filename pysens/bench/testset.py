@@ -28,7 +28,12 @@ Tolerance pairing (``atol_ratio`` or a fixed ``atol``): the test set runs each p
 tolerance; here E5 uses its 1.7e−24 (the test set's value, the components of interest are ~1e−22), the others
 ``atol = atol_ratio · rtol`` with the ratio chosen below the smallest component the scd measures relatively
 (HIRES 1e−4 as SciMLBenchmarks' HIRES study, the other problems as listed). ``e5s`` is E5 with a scale-aware
-``atol = 1e−24 · rtol`` (below the measured ~9e−23 at every rtol), where the tolerance contract is relative.
+``atol = 1e−24 · rtol`` (below the measured ~9e−23 at every rtol), where the tolerance contract is relative and the
+literal rule applies; it measures the mean m only. Its invariant is not measurable to a relative accuracy that small
+in float64: the right-hand side's f2 − f3 − f4 is zero only up to the rounding of f3 = f2 − f4 (~1e−28 per unit
+time against y2 ~ 1e−22), and every scipy method stops at 2.5–3.4 invariant digits whatever the tolerance (Radau:
+3.4 at rtol 1e−8, 2.5 at 1e−10; BDF 3.0 at 1e−8). E5 under the test set's atol keeps the invariant, where the
+tolerance, not the rounding, bounds it.
 
 **Right to the tolerance** (:meth:`StiffTestProblem.required_digits`). A solve at ``(rtol, atol)`` promises each
 component an error of the order of ``atol + rtol·|x|``; where ``atol`` dominates (``atol > rtol·|ref|``, as for E5's
@@ -212,6 +217,11 @@ def _e5_measure(y: Tensor) -> Tensor:
     """E5's compared quantities: m = (y2 + y3)/2 and the invariant (y2 − y3 − y4)/m (see the module docstring)."""
     m = 0.5 * (y[:, 1] + y[:, 2])
     return torch.stack([m, (y[:, 1] - y[:, 2] - y[:, 3]) / m], 1)
+
+
+def _e5_mean(y: Tensor) -> Tensor:
+    """E5 with a scale-aware atol: the mean m = (y2 + y3)/2 alone (the invariant is below float64's rounding there)."""
+    return (0.5 * (y[:, 1] + y[:, 2])).unsqueeze(1)
 
 
 _E5_REF = (0.1152903278711829e-290, 0.8867655517642120e-22, 0.8854814626268838e-22, 0.0)
@@ -402,11 +412,9 @@ _PROBLEMS = [
         (0.0, 1e13),
         _E5_REF,
         atol_ratio=1e-24,
-        absolute=(1,),
         source=f"{_TESTSET}, e5.f (solut); atol scaled to the ~1e-22 components",
-        measure=_e5_measure,
-        measured_reference=(_E5_MEAN, 0.0),
-        tolerance_scale=(_E5_MEAN, _E5_MEAN),
+        measure=_e5_mean,
+        measured_reference=(_E5_MEAN,),
     ),
     StiffTestProblem(
         "pollu",

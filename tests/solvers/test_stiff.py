@@ -25,8 +25,12 @@ def stiff_linear(B=3, d=8, seed=0):
 @pytest.mark.parametrize("linsolve", ["dense", "gmres"])
 def test_stiff_linear_system_dense_and_matrix_free(method, linsolve):
     p, exact = stiff_linear()
-    rtol = 1e-6 if method in ("Rosenbrock23", "TRBDF2") else 1e-8  # second-order methods: keep CI fast
-    sol = solve(p, method, rtol=rtol, atol=rtol * 1e-2, linsolve=linsolve)
+    second_order = method in ("Rosenbrock23", "TRBDF2")
+    rtol = 1e-6 if second_order else 1e-8  # second-order methods: keep CI fast
+    # dense vs matrix-free solves are the subject; the order-2 methods keep the per-step tolerance this test was
+    # built with (local model: their proportional map costs ~10x the steps; test_tolerance_model covers it)
+    model = "local" if second_order else "proportional"
+    sol = solve(p, method, rtol=rtol, atol=rtol * 1e-2, linsolve=linsolve, tolerance_model=model)
     assert sol.retcode == "Success"
     assert float((sol.final - exact).abs().max()) < 100 * rtol
     if linsolve == "gmres":

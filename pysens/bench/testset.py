@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -405,18 +405,6 @@ _PROBLEMS = [
         tolerance_scale=(_E5_MEAN, _E5_MEAN),
     ),
     StiffTestProblem(
-        "e5s",
-        "E5 with a scale-aware atol = 1e-24 rtol",
-        _e5,
-        (1.76e-3, 0.0, 0.0, 0.0),
-        (0.0, 1e13),
-        _E5_REF,
-        atol_ratio=1e-24,
-        source=f"{_TESTSET}, e5.f (solut); atol scaled to the ~1e-22 components",
-        measure=_e5_mean,
-        measured_reference=(_E5_MEAN,),
-    ),
-    StiffTestProblem(
         "pollu",
         "POLLU, air pollution (20 species)",
         _pollu,
@@ -448,6 +436,23 @@ _PROBLEMS = [
         source=f"{_TESTSET}, pollu.f (solut); SciML DiffEqProblemLibrary pollution_prob.jl",
     ),
 ]
+
+_E5 = next(p for p in _PROBLEMS if p.name == "e5")
+_PROBLEMS.insert(
+    _PROBLEMS.index(_E5) + 1,
+    replace(
+        _E5,
+        name="e5s",
+        title="E5 with a scale-aware atol = 1e-24 rtol",
+        atol_ratio=1e-24,
+        atol_fixed=None,
+        absolute=(),
+        source=f"{_TESTSET}, e5.f (solut); atol scaled to the ~1e-22 components",
+        measure=_e5_mean,
+        measured_reference=(_E5_MEAN,),
+        tolerance_scale=None,
+    ),
+)
 
 _PROBLEMS.append(
     StiffTestProblem(

@@ -7,10 +7,20 @@ installed. Each runs at rtol 1e−4 … 1e−8 with the problem's absolute toler
 options otherwise (no dtmin, no first step). The error is measured against the published final values, as the
 test set's scd (significant correct digits); the harness's error is ``10^−scd``.
 
-The **accuracy check** of the suite: a point is *wrong* when it returns ``Success`` with
-``scd < −log10(rtol) − 1.5``; the table marks those and ``wrong`` in the JSON lists them (the target is none).
+Every solve runs under ``--tolerance-model`` (default ``proportional``, :mod:`pysens.solvers.tolerance`: the
+global error at the end should track rtol); ``local`` gives the backends' native per-step semantics for comparison.
+
+The **accuracy check** of the suite: a point is *wrong* when it returns ``Success`` with fewer correct digits than
+its tolerance promises: ``scd < required_digits``, where ``required_digits`` is the issue's
+``−log10(rtol) − 1.5`` whenever rtol dominates the tolerance contract and lower only for measured quantities whose
+contract is absolute-dominated (``atol > rtol·|ref|``: E5 under the test set's atol); see
+:meth:`pysens.bench.testset.StiffTestProblem.required_digits`. The table marks wrong points and ``wrong`` in the
+JSON lists them (the target is none).
 
 Every solve is capped at ``--maxiters`` step attempts (default 20000): a setup that needs more ends with ``MaxIters``.
+Long sweeps can be split (``--problems``, ``--setups``) into several processes writing separate ``--json`` files and
+joined with ``--merge a.json b.json ...`` (points of the same problem are concatenated; a later file's point for
+the same setup and rtol replaces an earlier one).
 
     pysens bench stiff-testset [--out benchmarks/results] [--quick] [--problems hires,rober] [--runs 1]
 """
@@ -18,6 +28,7 @@ Every solve is capped at ``--maxiters`` step attempts (default 20000): a setup t
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Callable
@@ -27,12 +38,13 @@ import torch
 
 from pysens.artifacts import write_json
 from pysens.bench.testset import PROBLEMS, StiffTestProblem
-from pysens.bench.work_precision import Setup, work_precision
+from pysens.bench.work_precision import Setup, WorkPrecision, work_precision
 from pysens.solvers import backend_status
 from pysens.solvers.methods import METHODS
+from pysens.solvers.tolerance import DEFAULT_TOLERANCE_MODEL, TOLERANCE_MODELS
 
 RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
-QUICK_RTOLS = (1e-4, 1e-6)
+QUICK_RTOLS = (1e-4, 1e-6, 1e-8)
 DIGITS_MARGIN = 1.5  # a Success with fewer than -log10(rtol) - this many correct digits is a wrong answer
 MAXITERS = 20_000  # per solve: a setup that needs more steps ends with MaxIters (bounded suite time)
 
@@ -54,10 +66,12 @@ def setups() -> list[Setup]:
     return out
 
 
-def _relative_error(problem: StiffTestProblem) -> Callable:
-    """The harness's error metric: ``10^−scd`` of the state at the final time (``x [n_times, B, d]``)."""
+def _relative_error(problem: StiffTestProblem, finals: list) -> Callable:
+    """The harness's error metric: ``10^−scd`` of the state at the final time (``x [n_times, B, d]``); every
+    measured final state is appended to ``finals`` (the harness measures exactly the ``Success`` points, in order)."""
 
     def max_relative_error(x) -> float:
+        finals.append(x[-1])
         return float(10.0 ** (-problem.scd(x[-1]).min()))
 
     return max_relative_error
@@ -71,26 +85,46 @@ def run_problem(
     runs: int = 1,
     warmup: int = 0,
     maxiters: int = MAXITERS,
+    tolerance_model: str = DEFAULT_TOLERANCE_MODEL,
     progress: Callable[[str], None] | None = None,
 ):
-    """One problem's work-precision sweep; every point gets ``scd`` and ``wrong`` (Success below the margin)."""
-    wp = work_precision(
-        problem.problem(1),
-        setups_,
-        [problem.atol(r) for r in rtols],
-        list(rtols),
-        error=_relative_error(problem),
-        solve_kwargs={"maxiters": maxiters},
-        runs=runs,
-        warmup=warmup,
-        name=problem.name,
-        progress=progress,
-    )
+    """One problem's work-precision sweep; every point gets ``scd``, ``required_digits`` and ``wrong`` (a Success
+    below its required digits)."""
+    finals: list = []
+    points, wp = [], None
+    for setup in setups_:
+        capped = None
+        for rtol in sorted(rtols, reverse=True):  # loosest first: work grows as rtol shrinks
+            if capped is not None:
+                points.append(_not_run(setup, rtol, problem.atol(rtol), capped))
+                continue
+            wp = work_precision(
+                problem.problem(1),
+                [setup],
+                [problem.atol(rtol)],
+                [rtol],
+                error=_relative_error(problem, finals),
+                solve_kwargs={"maxiters": maxiters, "tolerance_model": tolerance_model},
+                runs=runs,
+                warmup=warmup,
+                name=problem.name,
+                progress=progress,
+            )
+            points += wp.points
+            if wp.points[0]["retcode"] == "MaxIters":
+                capped = rtol
+    wp.points = points
+    measured = iter(finals)
     for p in wp.points:
         err = p["error"]
         p["scd"] = -math.log10(err) if isinstance(err, float) and math.isfinite(err) and err > 0 else None
-        need = -math.log10(p["reltol"]) - DIGITS_MARGIN
-        p["wrong"] = p["retcode"] == "Success" and (p["scd"] is None or p["scd"] < need)
+        literal = -math.log10(p["reltol"]) - DIGITS_MARGIN
+        x_final = next(measured) if p["retcode"] == "Success" else None
+        need = literal
+        if x_final is not None and p["scd"] is not None:
+            need = float(problem.required_digits(x_final, p["reltol"], p["abstol"], DIGITS_MARGIN)[0])
+        p["required_digits"] = need if math.isfinite(need) else literal
+        p["wrong"] = p["retcode"] == "Success" and (p["scd"] is None or p["scd"] < p["required_digits"])
     return wp
 
 
@@ -99,11 +133,16 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--runs", type=int, default=1, help="timed runs per point (after --warmup untimed ones)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="rtol 1e-4 and 1e-6 only")
+    parser.add_argument("--quick", action="store_true", help="rtol 1e-4, 1e-6 and 1e-8 only")
+    parser.add_argument("--tolerance-model", default=DEFAULT_TOLERANCE_MODEL, choices=TOLERANCE_MODELS)
+    parser.add_argument("--setups", default="", help="comma-separated setup names to run (default: all)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="join these result files into --out/--json")
     parser.add_argument("--json", default="stiff_testset.json", help="file name of the JSON written into --out")
     parser.add_argument("--maxiters", type=int, default=MAXITERS, help="step attempts per solve (MaxIters beyond)")
     parser.add_argument("--problems", default=",".join(PROBLEMS), help=f"comma-separated, from {', '.join(PROBLEMS)}")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge_results([Path(p) for p in args.merge], Path(args.out) / args.json)
     names = [n.strip() for n in args.problems.split(",") if n.strip()]
     unknown = [n for n in names if n not in PROBLEMS]
     if unknown or not names:
@@ -116,25 +155,64 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     rtols = QUICK_RTOLS if args.quick else RTOLS
     started = time.perf_counter()
     compared = setups()
+    if args.setups:
+        chosen = [n.strip() for n in args.setups.split(",") if n.strip()]
+        missing = sorted(set(chosen) - {c.name for c in compared})
+        if missing:
+            parser.error(f"--setups: unknown {', '.join(missing)}; known: {', '.join(c.name for c in compared)}")
+        compared = [c for c in compared if c.name in chosen]
     results, wrong = {}, []
     for name in names:
         problem = PROBLEMS[name]
         say = (lambda msg, n=name: progress(f"{n}: {msg}")) if progress else (lambda msg, n=name: print(f"  {n}:", msg))
         wp = run_problem(
-            problem, rtols, compared, runs=args.runs, warmup=args.warmup, maxiters=args.maxiters, progress=say
+            problem,
+            rtols,
+            compared,
+            runs=args.runs,
+            warmup=args.warmup,
+            maxiters=args.maxiters,
+            tolerance_model=args.tolerance_model,
+            progress=say,
         )
         results[name] = wp
         print()
         print(wp.table())
-        wp.plot(out / f"stiff_testset_{name}.png", title=f"{problem.title}: time vs error (10^-scd)")
-        keys = ("setup", "reltol", "scd", "retcode")
-        wrong += [{k: p[k] for k in keys} | {"problem": name} for p in wp.points if p["wrong"]]
+        wp.plot(out / f"stiff_testset_{name}.png", title=_plot_title(name))
+        wrong += [_wrong_entry(p, name) for p in wp.points if p["wrong"]]
         _write(out / args.json, results, wrong, args, rtols, started)  # after every problem: partial runs count
     print(f"\nwrong answers returned as Success: {len(wrong)}")
     for w in wrong:
-        print(f"  {w['problem']} {w['setup']} rtol={w['reltol']:.0e}: scd {w['scd']}")
+        print(f"  {w['problem']} {w['setup']} rtol={w['reltol']:.0e}: scd {w['scd']} < {w['required_digits']}")
     print(f"wrote {out / args.json} and PNGs in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _plot_title(name: str) -> str:
+    return f"{PROBLEMS[name].title}: time vs error (10^-scd)"
+
+
+def _not_run(setup: Setup, rtol: float, atol: float, capped: float) -> dict:
+    """The point of a tolerance tighter than one that already ran out of ``maxiters`` (it cannot need fewer steps)."""
+    return {
+        "setup": setup.name,
+        "method": setup.method,
+        "backend": setup.backend,
+        "abstol": atol,
+        "reltol": rtol,
+        "dt": None,
+        "error": math.nan,
+        "time_min": math.nan,
+        "time_median": math.nan,
+        "retcode": "NotRun",
+        "runs": 0,
+        "not_run": f"MaxIters already at rtol {capped:.0e}",
+    }
+
+
+def _wrong_entry(point: dict, problem: str) -> dict:
+    keys = ("setup", "reltol", "scd", "required_digits", "retcode")
+    return {k: point.get(k) for k in keys} | {"problem": problem}
 
 
 def _write(path: Path, results: dict, wrong: list, args, rtols, started: float) -> None:
@@ -154,11 +232,46 @@ def _write(path: Path, results: dict, wrong: list, args, rtols, started: float) 
                 "threads": 1,
                 "digits_margin": DIGITS_MARGIN,
                 "maxiters": args.maxiters,
+                "tolerance_model": args.tolerance_model,
                 "torch": torch.__version__,
             },
             "wall_time": time.perf_counter() - started,
         },
     )
+
+
+def merge_results(paths: list[Path], out: Path) -> int:
+    """Join result files of one configuration (split by problem or setup) into ``out``; a problem's points are
+    concatenated in file order (a later file's point for the same setup and rtol replaces an earlier one: a rerun),
+    ``wrong`` is recomputed, ``wall_time`` is the sum (CPU time spent by the parts)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    configs = {json.dumps({k: v for k, v in d["config"].items() if k != "rtols"}, sort_keys=True) for d in parts}
+    if len(configs) > 1:
+        raise SystemExit(f"--merge: the files were run with different configurations: {sorted(configs)}")
+    problems: dict = {}
+    for d in parts:
+        for name, wp in d["problems"].items():
+            if name not in problems:
+                problems[name] = wp | {"points": []}
+            points = problems[name]["points"]
+            for p in wp["points"]:  # a later file's point for the same setup and rtol replaces the earlier one
+                key = (p["setup"], p["reltol"])
+                points[:] = [q for q in points if (q["setup"], q["reltol"]) != key] + [p]
+    rtols = sorted({r for d in parts for r in d["config"]["rtols"]}, reverse=True)
+    wrong = [_wrong_entry(p, name) for name, wp in problems.items() for p in wp["points"] if p["wrong"]]
+    merged = {
+        "problems": problems,
+        "wrong": wrong,
+        "config": parts[0]["config"] | {"rtols": rtols},
+        "wall_time": sum(d["wall_time"] for d in parts),
+        "note": f"merged from {len(parts)} processes run side by side: " + ", ".join(p.name for p in paths),
+    }
+    write_json(out, merged)
+    for name, wp in problems.items():
+        fields = {k: wp[k] for k in ("problem", "error", "points", "reference", "mode", "paths")}
+        WorkPrecision(**fields).plot(out.parent / f"stiff_testset_{name}.png", title=_plot_title(name))
+    print(f"merged {len(parts)} files into {out}: {len(wrong)} wrong Success")
+    return 0
 
 
 if __name__ == "__main__":

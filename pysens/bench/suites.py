@@ -76,7 +76,7 @@ _SUITES = [
     Suite(
         "stiff-testset",
         "pysens.bench.stiff_testset:main",
-        "Bari test-set problems (HIRES, OREGO, ROBER, VDPOL, E5, POLLU): scd vs time and RHS calls, every backend",
+        "Bari test-set problems (HIRES, OREGO, ROBER, VDPOL, E5, POLLU) and LINEAR: scd vs time and RHS calls",
     ),
     Suite("spde", "pysens.bench.spde:main", "grid SPDE work-precision and SIEM's first-10% cost"),
     Suite("sensitivity", "pysens.bench.sensitivity_cost:main", "cost of sample sensitivities vs sampling"),

@@ -90,14 +90,18 @@ def _stiff(results: Path) -> str:
 
 
 def _stiff_testset(results: Path) -> str:
-    """Per test-set problem: each setup's scd, time and RHS calls at every rtol; ✗ marks a Success below
-    −log10(rtol) − margin correct digits (a wrong answer), a retcode stands in for a failed solve."""
+    """Per test-set problem: each setup's scd, time and RHS calls at every rtol; ✗ marks a Success below its
+    required digits (a wrong answer), a retcode stands in for a failed solve."""
     data = _load(results, "stiff_testset.json")
     cfg = data["config"]
     rtols = cfg["rtols"]
+    model = cfg.get("tolerance_model", "local")
     out = [
         f"Cells: scd (significant correct digits at the final time) · time [s] · RHS calls; "
-        f"✗ = `Success` with scd < −log10(rtol) − {cfg['digits_margin']} (a wrong answer). "
+        f"✗ = `Success` with scd below its required digits, −log10(rtol) − {cfg['digits_margin']} where rtol "
+        "dominates the tolerance (fewer only where the problem's atol does: E5) — a wrong answer; `NotRun`: "
+        "a looser rtol already ended in `MaxIters`. "
+        f"Tolerance model `{model}`; "
         f"{cfg['runs']} timed run(s) after {cfg['warmup']} warm-up(s), maxiters {cfg.get('maxiters', '–')} per solve"
         + (", quick sweep" if cfg["quick"] else "")
         + ".\n"
@@ -123,7 +127,13 @@ def _stiff_testset(results: Path) -> str:
         out.append(_table(["setup"] + [f"rtol {r:.0e}" for r in rtols], rows))
     wrong = data["wrong"]
     out.append(f"Wrong answers returned as `Success`: **{len(wrong)}** (target: 0).\n")
-    return "\n".join(out)
+    for w in wrong:
+        need = w.get("required_digits")
+        out.append(
+            f"- {w['problem']} {w['setup']} at rtol {w['reltol']:.0e}: scd {_num(w['scd'], '.2f')}"
+            + (f" < {_num(need, '.2f')} required" if need is not None else "")
+        )
+    return "\n".join(out) + ("\n" if wrong else "")
 
 
 def _spde(results: Path) -> str:

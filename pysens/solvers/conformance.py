@@ -717,7 +717,9 @@ def check_case(
         if case.measures_order:
             row["expected_order"] = order
     else:
-        sol = solve(problem, info.name, backend, rtol=case.rtol, atol=case.atol)
+        # the per-step (local) tolerance model: these rows check the methods' own error control (bound, tolerance
+        # gain); what the default proportional model adds on top is checked in tests/solvers/test_tolerance_model.py
+        sol = solve(problem, info.name, backend, rtol=case.rtol, atol=case.atol, tolerance_model="local")
         row.update(
             setting=f"rtol={case.rtol:g}, atol={case.atol:g}",
             error=measure(sol.final, exact),
@@ -727,7 +729,12 @@ def check_case(
         )
         if case.measures_order and mode == "tolerance":
             tight = solve(
-                problem, info.name, backend, rtol=case.rtol * TOLERANCE_FACTOR, atol=case.atol * TOLERANCE_FACTOR
+                problem,
+                info.name,
+                backend,
+                rtol=case.rtol * TOLERANCE_FACTOR,
+                atol=case.atol * TOLERANCE_FACTOR,
+                tolerance_model="local",
             )
             tight_error = measure(tight.final, exact)
             gain = row["error"] / tight_error if tight_error > 0 else math.inf

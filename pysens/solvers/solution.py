@@ -27,6 +27,10 @@ class Stats:
     count step attempts of the solver loop, summed over the batch. ``None`` means the backend does not
     report that counter (scipy hides its rejected steps). Backends that step each sample on its own clock also fill
     ``sample_naccept``/``sample_nreject`` (``[B]`` tensors).
+
+    ``tolerance_model``, ``rtol_internal``, ``atol_internal``: the tolerance model :func:`pysens.solve` ran under and
+    the per-step tolerances it handed the backend (see :mod:`pysens.solvers.tolerance`); ``None`` when not solved
+    through ``solve``.
     """
 
     nf: int = 0
@@ -40,6 +44,9 @@ class Stats:
     wall_time: float = 0.0
     sample_naccept: Tensor | None = None
     sample_nreject: Tensor | None = None
+    tolerance_model: str | None = None
+    rtol_internal: float | None = None
+    atol_internal: float | Tensor | None = None
 
     def as_dict(self) -> dict:
         out = {
@@ -49,6 +56,9 @@ class Stats:
         for k in ("sample_naccept", "sample_nreject"):
             v = getattr(self, k)
             out[k] = None if v is None else v.tolist()
+        out["tolerance_model"], out["rtol_internal"] = self.tolerance_model, self.rtol_internal
+        atol = self.atol_internal
+        out["atol_internal"] = atol.tolist() if isinstance(atol, Tensor) else atol
         return out
 
 

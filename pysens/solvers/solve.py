@@ -17,6 +17,7 @@ from .methods import TORCH_ONLY_OPTIONS, check_noise, resolve_method
 from .options import build_options
 from .problem import ODEProblem, SDEProblem
 from .solution import Solution
+from .tolerance import DEFAULT_TOLERANCE_MODEL, check_tolerance_model, internal_tolerances
 
 
 def solve(
@@ -35,6 +36,7 @@ def solve(
     dtmax: float | None = None,
     generator: torch.Generator | None = None,
     differentiable: bool = False,
+    tolerance_model: str = DEFAULT_TOLERANCE_MODEL,
     **options,
 ) -> Solution:
     """Solve ``problem`` with the SciML-named ``method`` on ``backend``.
@@ -45,9 +47,15 @@ def solve(
         method: a SciML method name (``"Tsit5"``, ``"DP5"``, ``"DP8"``, ``"RadauIIA5"``, ``"BDF"``, ``"EM"``…);
             see :data:`pysens.solvers.methods.METHODS`.
         backend: ``"torch"`` (default), ``"scipy"`` or ``"julia"`` (any case, like method names).
-        rtol, atol: local error tolerances (SciML defaults 1e-3 / 1e-6); ``atol`` may be a tensor
-            broadcastable to the state. Each backend measures error with its own norm (torch: per-sample
-            RMS; scipy: RMS over the whole flattened batch), so compare backends by measured error.
+        rtol, atol: error tolerances (SciML defaults 1e-3 / 1e-6); ``atol`` may be a tensor broadcastable to the
+            state. What they promise is ``tolerance_model``'s. Each backend measures error with its own norm (torch:
+            per-sample RMS; scipy: RMS over the whole flattened batch), so compare backends by measured error.
+        tolerance_model: ``"proportional"`` (default): pysens maps ``(rtol, atol)`` per method to tighter per-step
+            tolerances (``rtol_int = min(rtol, c_m·rtol^q_m)``, ``atol_int = atol·rtol_int/rtol``) so that the
+            *global* error at the end tracks the request, on every backend (see :mod:`pysens.solvers.tolerance`).
+            ``"local"``: the backend's native meaning, each step's estimated local error is below
+            ``atol + rtol·|x|`` (SciML/scipy/CVODE semantics); ``Success`` then promises only that. The per-step
+            tolerances used are in ``sol.stats.rtol_internal``/``atol_internal``.
         dt: fixed step (non-adaptive methods, or ``adaptive=False``), or the first step of adaptive ones.
         saveat: times at which to return the state (default: both ends of ``tspan``).
         adaptive: force adaptive (True) or fixed-step (False) mode; default: adaptive if the method is
@@ -70,6 +78,7 @@ def solve(
 
         args = {"rtol": rtol, "atol": atol, "dt": dt, "saveat": saveat, "adaptive": adaptive, "timesteps": timesteps}
         args |= {"maxiters": maxiters, "dtmin": dtmin, "dtmax": dtmax, "generator": generator}
+        args["tolerance_model"] = tolerance_model
         return solve_ensemble(problem, method, backend, differentiable=differentiable, **args, **options)
     if isinstance(problem, SDEProblem):
         kind = "sde"
@@ -78,6 +87,7 @@ def solve(
     else:
         raise TypeError(f"problem must be an ODEProblem or SDEProblem, got {type(problem).__name__}")
     backend = canonical_backend(backend)
+    check_tolerance_model(tolerance_model)
     numbers = check_solve_arguments(
         problem.tspan,
         saveat=saveat,
@@ -121,10 +131,14 @@ def solve(
             raise ValueError(
                 f"atol of shape {tuple(opts.atol.shape)} does not broadcast to the state {tuple(problem.x0.shape)}"
             ) from None
+    if opts.adaptive and kind == "ode":
+        opts.rtol, opts.atol = internal_tolerances(info.name, opts.rtol, opts.atol, tolerance_model, problem.x0.dtype)
+    used = (opts.rtol, opts.atol)
     scalar_state = problem.x0.dim() == 1
     problem = checked_problem(problem)
     if scalar_state:
         problem, opts.atol = lift_scalar_state(problem), lift_atol(opts.atol, True)
     with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         sol = module.solve(problem, info, opts)
+    sol.stats.tolerance_model, (sol.stats.rtol_internal, sol.stats.atol_internal) = tolerance_model, used
     return drop_scalar_axis(sol) if scalar_state else sol

@@ -105,7 +105,7 @@ TORCH_STIFF = [m.name for m in METHODS.values() if m.kind == "ode" and m.stiff a
 @pytest.fixture(scope="module")
 def tsit5_on_stiff_linear():
     case = stiff_linear(batch=4, t_end=STIFF_SPAN_END)
-    sol = solve(case.problem, "Tsit5", rtol=STIFF_RTOL, atol=STIFF_ATOL)
+    sol = solve(case.problem, "Tsit5", rtol=STIFF_RTOL, atol=STIFF_ATOL, tolerance_model="local")
     assert sol.retcode == "Success"
     return case, sol
 
@@ -113,7 +113,9 @@ def tsit5_on_stiff_linear():
 @pytest.mark.parametrize("method", TORCH_STIFF)
 def test_stiff_methods_beat_tsit5_by_rhs_evaluations(method, tsit5_on_stiff_linear):
     case, reference = tsit5_on_stiff_linear
-    sol = solve(case.problem, method, rtol=STIFF_RTOL, atol=STIFF_ATOL)
+    # equal per-step tolerances (local model), as the claim was measured; under the default proportional model the
+    # second-order methods tighten theirs ~rtol^(1/2)-fold to make their global error track rtol
+    sol = solve(case.problem, method, rtol=STIFF_RTOL, atol=STIFF_ATOL, tolerance_model="local")
     error = float((sol.final - case.exact).abs().max())
     ratio = reference.stats.nf / sol.stats.nf
     # RHS evaluations as the acceptance counts them (stats.nf); counting each dense Jacobian as d evaluations (one

@@ -26,7 +26,9 @@ def stiff_linear(B=3, d=8, seed=0):
 def test_stiff_linear_system_dense_and_matrix_free(method, linsolve):
     p, exact = stiff_linear()
     rtol = 1e-6 if method in ("Rosenbrock23", "TRBDF2") else 1e-8  # second-order methods: keep CI fast
-    sol = solve(p, method, rtol=rtol, atol=rtol * 1e-2, linsolve=linsolve)
+    # dense vs matrix-free solves are the subject: the per-step tolerance this test was built with (local model; the
+    # proportional map costs the order-2 methods ~10x the steps, KenCarp4 ~2x; test_tolerance_model covers it)
+    sol = solve(p, method, rtol=rtol, atol=rtol * 1e-2, linsolve=linsolve, tolerance_model="local")
     assert sol.retcode == "Success"
     assert float((sol.final - exact).abs().max()) < 100 * rtol
     if linsolve == "gmres":
@@ -85,7 +87,7 @@ def test_matrix_free_tangent_system_in_d784_never_forms_a_jacobian(method, monke
     monkeypatch.setattr(p, "implicit_jacobian", forbidden)
     monkeypatch.setattr(torch.func, "jacrev", forbidden)
     monkeypatch.setattr(torch.func, "jacfwd", forbidden)
-    sol = solve(p, method, rtol=1e-7, atol=1e-9, linsolve="gmres")
+    sol = solve(p, method, rtol=1e-7, atol=1e-9, linsolve="gmres", tolerance_model="local")  # as built (CI time)
     assert sol.retcode == "Success"
     assert float((sol.final - exact).abs().max()) < 1e-5
     assert sol.stats.njac == 0 and sol.stats.nkrylov > 0

@@ -83,6 +83,19 @@ class _Tables:
         self.U = torch.where(block, U, 0.0)  # [6 orders, 6, 6]
         self.outside = torch.where(block, 0.0, torch.eye(n, **kw))  # identity on the untouched differences
         self.j = j
+        self.pred_psi = torch.stack([self.pred, self.psi], 1)  # [6 orders, 2, 6]: rows y⁰ and ψ
+        # the update after an accepted step of order k, D' = A_k D + v_k ⊗ d:
+        # D'_i = Σ_{i≤j≤k} D_j + d (i ≤ k), D'_{k+1} = d, D'_{k+2} = d − D_{k+1}, the rest unchanged
+        A = torch.zeros(n, MAX_ORDER + 3, MAX_ORDER + 3, **kw)
+        v = torch.zeros(n, MAX_ORDER + 3, **kw)
+        for k in range(1, n):
+            for i in range(k + 1):
+                A[k, i, i : k + 1] = 1.0
+            A[k, k + 2, k + 1] = -1.0
+            for i in range(k + 3, MAX_ORDER + 3):
+                A[k, i, i] = 1.0
+            v[k, : k + 3] = 1.0
+        self.update, self.update_corr = A, v
 
     def _R(self, rho: Tensor) -> Tensor:
         M = self.r_const - rho[:, None, None] * self.r_slope
@@ -194,7 +207,6 @@ class QNDFSolver:
         last_failure = torch.zeros(B, dtype=torch.long, device=device)  # 0 error, 1 non-finite, 2 Newton
         user_dtmin = opts.dtmin
         tol = self.newton_tol
-        j6 = tab.j
 
         iteration = 0
         while not bool(done.all()):
@@ -225,43 +237,42 @@ class QNDFSolver:
                 if CARRY_RATE:  # a new W: its contraction rate is measured again before it is trusted
                     rate_prev = torch.where(need, math.inf, rate_prev)
 
-            D6 = D[:, : MAX_ORDER + 1]
-            y_pred = (tab.pred[order][:, :, None] * D6).sum(1)
-            psi = (tab.psi[order][:, :, None] * D6).sum(1)
-            scale = self.flat_norm.scale(y_pred)
+            pp = tab.pred_psi[order] @ D[:, : MAX_ORDER + 1]
+            y_pred, psi = pp[:, 0], pp[:, 1]
+            w = 1.0 / self.flat_norm.scale(y_pred)
             cb = c.to(dtype)[:, None]
 
-            # simplified Newton on d, per sample
+            # simplified Newton on d, per sample (a sample's rows freeze once it has converged or failed)
             live = active & ~singular
-            converged = torch.zeros(B, dtype=torch.bool, device=device)
-            nonfinite = torch.zeros(B, dtype=torch.bool, device=device)
-            n_iter = torch.zeros(B, dtype=torch.long, device=device)
+            converged = torch.zeros_like(live)
+            nonfinite = torch.zeros_like(live)
+            n_iter = torch.zeros_like(order)
             corr = torch.zeros_like(y_pred)
-            y_new = y_pred
-            dn_old = torch.ones(B, **f64)
+            y_new, target = y_pred, psi
+            dn_old = rate_prev
             rate = rate_prev if CARRY_RATE else torch.full_like(rate_prev, math.inf)
             for m in range(NEWTON_MAXITER):
-                F = self.rhs(t_new, y_new)
-                dy = self.linear.solve(cb * F - psi - corr)
-                dn = rms(dy / scale).to(torch.float64)
-                bad = ~torch.isfinite(dn)
+                dy = self.linear.solve(cb * self.rhs(t_new, y_new) - target)
+                dn = (dy * w).square().mean(1).to(torch.float64).sqrt()
                 if m > 0:
                     rate = dn / dn_old
-                    diverging = (rate >= 1) | (rate ** (NEWTON_MAXITER - m) / (1 - rate) * dn > tol)
+                    # fails when r ≥ 1, when the remaining iterations cannot reach τ, or on NaN (comparisons false)
+                    fail_now = live & ~((rate < 1) & (rate ** (NEWTON_MAXITER - m) / (1 - rate) * dn <= tol))
                 else:
-                    diverging = torch.zeros_like(bad)
-                fail_now = live & (bad | diverging)
-                nonfinite |= live & bad
+                    fail_now = live & ~torch.isfinite(dn)
+                nonfinite |= fail_now & ~torch.isfinite(dn)
                 step = live & ~fail_now
-                y_new = torch.where(step[:, None], y_new + dy, y_new)
-                corr = torch.where(step[:, None], corr + dy, corr)
-                n_iter += live.long()
-                small = (rate < 1) & (rate / (1 - rate.clamp(max=0.999)) * dn < tol)
-                conv_now = step & ((dn == 0) | small)
+                sb = step[:, None]
+                y_new = torch.where(sb, y_new + dy, y_new)
+                corr = torch.where(sb, corr + dy, corr)
+                target = torch.where(sb, target + dy, target)
+                n_iter += live
+                conv_now = step & ((dn == 0) | ((rate < 1) & (rate / (1 - rate) * dn < tol)))
                 converged |= conv_now
-                rate_prev = torch.where(conv_now & (m > 0), rate, rate_prev)
-                dn_old = torch.where(live, dn, dn_old)
-                live = live & ~fail_now & ~conv_now
+                if m > 0:
+                    rate_prev = torch.where(conv_now, rate, rate_prev)
+                dn_old = dn
+                live = step & ~conv_now
                 if not bool(live.any()):
                     break
             newton_failed = active & ~converged
@@ -297,21 +308,7 @@ class QNDFSolver:
 
             # accepted: update the differences, fill save points, then maybe change step and order
             if bool(accept.any()):
-                km = order[:, None]
-                masked = torch.where((j6[None, :] <= km)[:, :, None], D6, 0.0)
-                tail = masked.flip(1).cumsum(1).flip(1)  # Σ_{i≤j≤k} D_j
-                D_k1 = self._pick(D, order + 1)
-                j8 = torch.arange(MAX_ORDER + 3, device=device)[None, :, None]
-                full_tail = torch.cat([tail, torch.zeros_like(D[:, MAX_ORDER + 1 :])], 1)
-                updated = torch.where(
-                    j8 <= km[:, :, None],
-                    full_tail + corr[:, None],
-                    torch.where(
-                        j8 == km[:, :, None] + 1,
-                        corr[:, None],
-                        torch.where(j8 == km[:, :, None] + 2, (corr - D_k1)[:, None], D),
-                    ),
-                )
+                updated = tab.update[order] @ D + tab.update_corr[order][:, :, None] * corr[:, None]
                 D = torch.where(accept[:, None, None], updated, D)
                 idx = self._save(out, saveat, idx, arange, accept, t, t_new, h, order, D, y_new, direction)
                 y = torch.where(accept[:, None], y_new, y)

@@ -104,7 +104,13 @@ class _Tables:
     def rescale_matrix(self, order: Tensor, rho: Tensor) -> Tensor:
         """``[B, 6, 6]``: (R(ρ) U) of each sample's order on its leading block, identity elsewhere."""
         R = torch.where(self.block[order], self._R(rho), 0.0)
-        return R @ self.U[order] + self.outside[order]
+        return _bmm(R, self.U[order]) + self.outside[order]
+
+
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for stacks of tiny matrices (``[B, m, n] @ [B, n, d]``) as a broadcast product and a sum: one
+    vectorised kernel, where ``bmm`` loops over B small GEMMs."""
+    return (a[:, :, :, None] * b[:, None, :, :]).sum(2)
 
 
 class QNDFSolver:
@@ -149,9 +155,24 @@ class QNDFSolver:
     def _rescale(self, D: Tensor, order: Tensor, rho: Tensor, rows: Tensor) -> Tensor:
         """D re-expressed on the grid of step ``ρ h`` for the samples in ``rows`` (the others untouched)."""
         RU = self.tab.rescale_matrix(order, torch.where(rows, rho, torch.ones_like(rho)).to(self.dtype))
-        head = RU.transpose(1, 2) @ D[:, : MAX_ORDER + 1]
+        head = _bmm(RU.transpose(1, 2), D[:, : MAX_ORDER + 1])
         new = torch.cat([head, D[:, MAX_ORDER + 1 :]], 1)
         return torch.where(rows[:, None, None], new, D)
+
+    def _invert(self) -> None:
+        """W⁻¹ of every sample from its fresh LU (in the solver's scaled units), so that each Newton solve is one
+        batched mat-vec: a handful of elementwise ops, where a batched triangular solve loops over the samples."""
+        lin = self.linear
+        eye = torch.eye(self.d, dtype=self.dtype, device=self.device).expand(self.B, self.d, self.d)
+        self._winv = torch.linalg.lu_solve(lin.lu, lin.piv, eye)
+        self._wscale = lin.D[:, :, 0] if lin.D is not None else None
+
+    def _solve(self, r: Tensor) -> Tensor:
+        """W⁻¹ r per sample (``r [B, d]``); with the solver's scale S: S (S⁻¹ W S)⁻¹ S⁻¹ r."""
+        self.work.nlinsolve += 1
+        if self._wscale is None:
+            return (self._winv * r[:, None, :]).sum(-1)
+        return self._wscale * (self._winv * (r / self._wscale)[:, None, :]).sum(-1)
 
     def _pick(self, D: Tensor, j: Tensor) -> Tensor:
         """``D_{j_b}`` of every sample, ``[B, d]``."""
@@ -233,11 +254,12 @@ class QNDFSolver:
             if bool(need.any()):
                 c_lu = torch.where(need, c, c_lu)
                 singular = torch.where(need, self.linear.factor(c_lu.nan_to_num(0.0)), singular)
+                self._invert()
                 lu_stale = lu_stale & ~need
                 if CARRY_RATE:  # a new W: its contraction rate is measured again before it is trusted
                     rate_prev = torch.where(need, math.inf, rate_prev)
 
-            pp = tab.pred_psi[order] @ D[:, : MAX_ORDER + 1]
+            pp = _bmm(tab.pred_psi[order], D[:, : MAX_ORDER + 1])
             y_pred, psi = pp[:, 0], pp[:, 1]
             w = 1.0 / self.flat_norm.scale(y_pred)
             cb = c.to(dtype)[:, None]
@@ -252,7 +274,7 @@ class QNDFSolver:
             dn_old = rate_prev
             rate = rate_prev if CARRY_RATE else torch.full_like(rate_prev, math.inf)
             for m in range(NEWTON_MAXITER):
-                dy = self.linear.solve(cb * self.rhs(t_new, y_new) - target)
+                dy = self._solve(cb * self.rhs(t_new, y_new) - target)
                 dn = (dy * w).square().mean(1).to(torch.float64).sqrt()
                 if m > 0:
                     rate = dn / dn_old
@@ -308,7 +330,7 @@ class QNDFSolver:
 
             # accepted: update the differences, fill save points, then maybe change step and order
             if bool(accept.any()):
-                updated = tab.update[order] @ D + tab.update_corr[order][:, :, None] * corr[:, None]
+                updated = _bmm(tab.update[order], D) + tab.update_corr[order][:, :, None] * corr[:, None]
                 D = torch.where(accept[:, None, None], updated, D)
                 idx = self._save(out, saveat, idx, arange, accept, t, t_new, h, order, D, y_new, direction)
                 y = torch.where(accept[:, None], y_new, y)

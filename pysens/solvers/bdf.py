@@ -146,6 +146,7 @@ class QNDFSolver:
         self.tab = _Tables(self.dtype, self.device)
         eps = torch.finfo(self.dtype).eps
         self.newton_tol = max(10 * eps / self.norm.rtol, min(0.03, self.norm.rtol**0.5))
+        self._f64 = (lambda v: v) if self.dtype == torch.float64 else (lambda v: v.to(torch.float64))
         # the Stepper-like surface _initial_step uses
         self.order, self.error_order = 1, 1
 
@@ -270,12 +271,12 @@ class QNDFSolver:
             nonfinite = torch.zeros_like(live)
             n_iter = torch.zeros_like(order)
             corr = torch.zeros_like(y_pred)
-            y_new, target = y_pred, psi
+            y_new = y_pred
             dn_old = rate_prev
             rate = rate_prev if CARRY_RATE else torch.full_like(rate_prev, math.inf)
             for m in range(NEWTON_MAXITER):
-                dy = self._solve(cb * self.rhs(t_new, y_new) - target)
-                dn = (dy * w).square().mean(1).to(torch.float64).sqrt()
+                dy = self._solve(cb * self.rhs(t_new, y_new) - psi - corr)
+                dn = self._f64((dy * w).square().mean(1)).sqrt()
                 if m > 0:
                     rate = dn / dn_old
                     # fails when r ≥ 1, when the remaining iterations cannot reach τ, or on NaN (comparisons false)
@@ -284,10 +285,8 @@ class QNDFSolver:
                     fail_now = live & ~torch.isfinite(dn)
                 nonfinite |= fail_now & ~torch.isfinite(dn)
                 step = live & ~fail_now
-                sb = step[:, None]
-                y_new = torch.where(sb, y_new + dy, y_new)
-                corr = torch.where(sb, corr + dy, corr)
-                target = torch.where(sb, target + dy, target)
+                corr = torch.where(step[:, None], corr + dy, corr)
+                y_new = y_pred + corr
                 n_iter += live
                 conv_now = step & ((dn == 0) | ((rate < 1) & (rate / (1 - rate) * dn < tol)))
                 converged |= conv_now
@@ -301,7 +300,7 @@ class QNDFSolver:
 
             # error estimate and acceptance
             errc = tab.err_cur[order]
-            err = rms((errc.to(dtype)[:, None] * corr) / self.flat_norm.scale(y_new)).to(torch.float64)
+            err = self._f64(rms((errc.to(dtype)[:, None] * corr) / self.flat_norm.scale(y_new)))
             finite = torch.isfinite(y_new).all(1) & torch.isfinite(err)
             nonfinite |= active & ~finite & ~newton_failed
             accept = active & converged & finite & (err <= 1.0)

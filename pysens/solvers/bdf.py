@@ -8,10 +8,12 @@ The scheme of Shampine & Reichelt's ode15s (The MATLAB ODE Suite, SIAM J. Sci. C
     (1 − κ_k) γ_k (y − y⁰) + Σ_{j=1..k} γ_j D_j = h f(t + h, y)       ⇔       d = c f(t+h, y⁰ + d) − ψ,
     c = h / α_k,   ψ = Σ_{j=1..k} γ_j D_j / α_k,
 
-by simplified Newton with ``W = I − c J`` (one scaled dense LU per sample, :class:`~pysens.solvers.linalg.DenseSolver`).
+by simplified Newton with ``W = I − c J`` (one scaled dense LU per sample, :class:`~pysens.solvers.linalg.DenseSolver`,
+turned into W⁻¹ once per factorisation so that every Newton solve is one batched mat-vec).
 The error estimate is ``(κ_k γ_k + 1/(k+1)) d``. After an accepted step the differences are updated
 (``D_{k+2} = d − D_{k+1}``, ``D_{k+1} = d``, ``D_i += D_{i+1}`` for i = k..0); a change of step by ρ re-expresses
-them on the new grid (``D ← (R(ρ) U)ᵀ D``, Shampine & Reichelt's eq. (2.?) form: ``R_ij = Π_{m≤i} (m−1−ρj)/m``).
+them on the new grid (``D ← (R(ρ) U)ᵀ D`` with ``R(ρ)_ij = Π_{m=1..i} (m − 1 − ρj)/m`` and ``U = R(1)``, as in
+Shampine & Reichelt's quasi-constant step size formulation).
 
 Work reuse, per sample: J is evaluated at the start and then only when Newton fails with a Jacobian that is not fresh;
 W is refactored only when c = h/α_k changes (a step or order change, at most once every k+1 steps) or J changes. Step
@@ -22,7 +24,8 @@ J halves h; after k+1 equal accepted steps, the error estimates of orders k−1,
 Newton (at most 4 iterations, scipy's test): with ``r = ‖Δ_m‖/‖Δ_{m−1}‖`` the iteration fails when ``r ≥ 1`` or
 ``r^{4−m}/(1−r) ‖Δ_m‖ > τ`` and has converged when ``r/(1−r) ‖Δ_m‖ < τ``, ``τ = max(10 eps/rtol, min(0.03, √rtol))``,
 norms in the error norm's scale at y⁰. As CVODE does, the last rate of the sample is carried into the next step so
-that a step whose first correction is already tiny (``r_prev/(1−r_prev)‖Δ_1‖ < τ``) stops after one iteration.
+that a step whose first correction is already tiny (``r_prev/(1−r_prev)‖Δ_1‖ < τ``) stops after one iteration; the
+carried rate is forgotten whenever W is refactored or J refreshed (a new W is measured before it is trusted).
 
 Every decision is the sample's own (its clock, order, Jacobian age, Newton history); the batch only shares the
 right-hand-side calls and the batched LU, so a sample takes the same steps alone and in any batch. ``saveat`` times

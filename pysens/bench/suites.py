@@ -78,6 +78,11 @@ _SUITES = [
         "pysens.bench.stiff_testset:main",
         "Bari test-set problems (HIRES, OREGO, ROBER, VDPOL, E5, POLLU) and LINEAR: scd vs time and RHS calls",
     ),
+    Suite(
+        "stiff-speed",
+        "pysens.bench.stiff_speed:main",
+        "stiff speed to 6 digits, B = 1 and 64: torch QNDF/Rodas5P vs scipy BDF/Radau/LSODA and CVODE",
+    ),
     Suite("spde", "pysens.bench.spde:main", "grid SPDE work-precision and SIEM's first-10% cost"),
     Suite("sensitivity", "pysens.bench.sensitivity_cost:main", "cost of sample sensitivities vs sampling"),
     Suite("fp-residual", "pysens.bench.fp_residual:main", "Fokker–Planck residual: exact engines and Hutchinson"),

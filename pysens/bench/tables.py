@@ -89,6 +89,12 @@ def _stiff(results: Path) -> str:
     return "\n".join(out)
 
 
+def _stiff_speed(results: Path) -> str:
+    from pysens.bench.stiff_speed import table  # the suite renders its own table (one place for its layout)
+
+    return table(_load(results, "stiff_speed.json")) + "\n"
+
+
 def _stiff_testset(results: Path) -> str:
     """Per test-set problem: each setup's scd, time and RHS calls at every rtol; ✗ marks a Success below its
     required digits (a wrong answer), a retcode stands in for a failed solve."""
@@ -460,6 +466,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "distributed": _distributed,
     "stiff": _stiff,
     "stiff-testset": _stiff_testset,
+    "stiff-speed": _stiff_speed,
     "spde": _spde,
     "sensitivity": _sensitivity,
     "siem": _siem,

@@ -40,7 +40,7 @@ _LIN = LINEAR_OPTIONS
 # compact=True (torch): once 5% of the batch has finished, evaluate f on the unfinished rows only. Needs an f
 # whose rows do not depend on which other rows are passed (no closure over per-sample tensors). Torch only.
 EXPLICIT_OPTIONS = ("compact",)
-TORCH_ONLY_OPTIONS = ("compact",)
+TORCH_ONLY_OPTIONS = ("compact", "max_order")
 _EXPL = EXPLICIT_OPTIONS
 _TABLE = (
     # explicit ODE methods
@@ -133,7 +133,17 @@ _TABLE = (
     ),
     MethodInfo("Kvaerno5", "ode", 5, True, True, ("julia",), (), "ESDIRK 5(4)", options=_LIN),
     MethodInfo("ImplicitEuler", "ode", 1, True, True, ("julia",), (), "backward Euler", options=_LIN),
-    MethodInfo("QNDF", "ode", 5, True, True, ("julia",), (), "quasi-constant NDF (ode15s-like)", options=_LIN),
+    MethodInfo(
+        "QNDF",
+        "ode",
+        5,
+        True,
+        True,
+        ("torch", "julia"),
+        (),
+        "variable-order quasi-constant-step NDF 1-5 (ode15s-like); torch: per-sample step, order, J and LU",
+        options=("max_order", *_LIN),
+    ),
     MethodInfo("FBDF", "ode", 5, True, True, ("julia",), (), "fixed-leading-coefficient BDF", options=_LIN),
     MethodInfo(
         "RadauIIA5",

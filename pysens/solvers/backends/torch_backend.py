@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..bdf import solve_qndf
 from ..esdirk import ESDIRK_TABLEAUS, solve_esdirk
 from ..explicit import solve_explicit
 from ..methods import MethodInfo
@@ -22,6 +23,8 @@ def available() -> tuple[bool, str]:
 def solve(problem: ODEProblem | SDEProblem, method: MethodInfo, opts: SolveOptions) -> Solution:
     if method.kind == "sde":
         return SDE_SOLVERS[method.name](problem, method, opts)
+    if method.name == "QNDF":
+        return solve_qndf(problem, opts)
     if method.name in ESDIRK_TABLEAUS:
         return solve_esdirk(problem, method.name, opts)
     if method.name in ROSENBROCK_METHODS:

@@ -1,0 +1,257 @@
+"""Stiff speed to 6 correct digits: torch QNDF and Rodas5P against scipy (BDF, Radau, LSODA) and CVODE, B = 1 and 64.
+
+Problems: HIRES and ROBER of the Bari test set (:data:`pysens.bench.testset.PROBLEMS`; OREGO with ``--problems``),
+float64, CPU, one thread. ``B = 1`` solves the published problem and measures the test set's scd against the published
+final values. ``B = 64`` solves 64 copies with initial states perturbed by up to ±1% (seeded), each measured against
+scipy Radau at rtol 1e−12 on that copy (the minimum scd over the copies counts).
+
+Setups (the peers as a user calls them, their defaults otherwise; the right-hand side is the problem's torch function
+and the Jacobian its exact torch Jacobian, as pysens's scipy backend passes them):
+
+* ``torch QNDF`` / ``torch Rodas5P``: the whole batch in one call, per-sample steps (pysens's torch backend);
+* ``scipy BDF``, ``scipy Radau``, ``scipy LSODA``, ``CVODE`` (scikit-sundae, dense): one solve per sample, the loop a
+  user writes for independent problems (at B = 64 timed on ``--loop-samples`` of the copies and scaled to 64:
+  the solves are independent; the table says so);
+* ``... whole batch``: scipy BDF / Radau (sparse block-diagonal Jacobian) and CVODE (dense) on the batch flattened
+  into one ``64·d`` system, one step size for all (score_sde's layout).
+
+Each setup runs at the loosest rtol of ``RTOL_LADDER`` whose solution reaches 6 correct digits (atol paired as the
+test set suite does, ``problem.atol(rtol)``), found in a calibration pass. Then ``--runs`` timed rounds interleave the
+setups; the time is the minimum over rounds of the process's CPU time (every setup is single-threaded and in-process;
+on a shared machine wall time also counts the waits for a core, so it is recorded but not compared), and the ratios
+(QNDF over each peer) are taken within the same run.
+
+    pysens bench stiff-speed [--out benchmarks/results] [--runs 3] [--quick] [--problems hires,rober]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pysens
+from pysens.artifacts import write_json
+from pysens.bench.testset import PROBLEMS, StiffTestProblem, scd
+from pysens.solvers import ODEProblem
+
+DIGITS = 6.0
+RTOL_LADDER = (1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 3e-9, 1e-9)
+MAXITERS = 200_000
+BATCH = 64
+
+
+@dataclass
+class Run:
+    """One setup: ``solve(x0 [n, d], rtol) -> (x_final [n, d], retcode, nf)``; ``per_sample`` setups are looped."""
+
+    name: str
+    solve: Callable[[Tensor, float], tuple]
+    per_sample: bool = False
+    peer: bool = True  # a setup users would otherwise run (scipy/CVODE), not pysens's own torch engine
+
+
+Tensor = torch.Tensor
+
+
+def _pysens(problem: StiffTestProblem, method: str, backend: str = "torch", **options) -> Callable:
+    def solve(x0: Tensor, rtol: float):
+        p = ODEProblem(problem.rhs, x0, problem.tspan)
+        sol = pysens.solve(p, method, backend=backend, rtol=rtol, atol=problem.atol(rtol), maxiters=MAXITERS, **options)
+        return sol.x[-1], sol.retcode, sol.stats.nf
+
+    return solve
+
+
+def setups(problem: StiffTestProblem, batch: int, cvode: bool) -> list[Run]:
+    runs = [
+        Run("torch QNDF", _pysens(problem, "QNDF"), peer=False),
+        Run("torch Rodas5P", _pysens(problem, "Rodas5P", linsolve="dense"), peer=False),
+        Run("scipy BDF", _pysens(problem, "BDF", "scipy"), per_sample=True),
+        Run("scipy Radau", _pysens(problem, "RadauIIA5", "scipy"), per_sample=True),
+        Run("scipy LSODA", _pysens(problem, "LSODA", "scipy"), per_sample=True),
+    ]
+    if cvode:
+        runs.append(Run("CVODE", _pysens(problem, "CVODE_BDF", "scipy", linsolve="dense"), per_sample=True))
+    if batch > 1:
+        runs += [
+            Run("scipy BDF whole batch", _pysens(problem, "BDF", "scipy")),
+            Run("scipy Radau whole batch", _pysens(problem, "RadauIIA5", "scipy")),
+        ]
+        if cvode:
+            runs.append(Run("CVODE whole batch", _pysens(problem, "CVODE_BDF", "scipy", linsolve="dense")))
+    return runs
+
+
+def _has_cvode() -> bool:
+    try:
+        import sksundae  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _initial_states(problem: StiffTestProblem, batch: int) -> Tensor:
+    x0 = torch.tensor(problem.x0, dtype=torch.float64)[None].expand(batch, -1).clone()
+    if batch == 1:
+        return x0
+    g = torch.Generator().manual_seed(13)
+    return x0 * (1 + 0.01 * (2 * torch.rand(batch, x0.shape[1], generator=g, dtype=torch.float64) - 1))
+
+
+def _reference(problem: StiffTestProblem, x0: Tensor) -> Tensor:
+    """Final states ``[B, d]``: the published values (B = 1), else scipy Radau at rtol 1e-12 on the copies (the batch
+    as one system: every copy is held to the tight tolerance by the shared steps)."""
+    if x0.shape[0] == 1:
+        return torch.tensor(problem.reference, dtype=torch.float64)[None]
+    p = ODEProblem(problem.rhs, x0, problem.tspan)
+    sol = pysens.solve(p, "RadauIIA5", backend="scipy", rtol=1e-12, atol=problem.atol(1e-12) * 1e-2, maxiters=MAXITERS)
+    if sol.retcode != "Success":
+        raise RuntimeError(f"{problem.name}: the Radau reference failed ({sol.retcode})")
+    return sol.x[-1]
+
+
+def _digits(problem: StiffTestProblem, x: Tensor, ref: Tensor) -> float:
+    """The smallest scd over the rows (the published measure at B = 1; against each copy's reference otherwise)."""
+    if x.shape[0] == 1:
+        return float(problem.scd(x)[0])
+    return float(min(scd(x[i : i + 1], ref[i], problem.absolute)[0] for i in range(x.shape[0])))
+
+
+def _call(run: Run, x0: Tensor, rtol: float, loop_samples: int) -> tuple[Tensor, str, int, float, int]:
+    """Solve once; returns ``(x_final, retcode, nf, seconds, rows_solved)`` (a looped setup solves the first
+    ``loop_samples`` rows only; its time is scaled by the caller)."""
+    start = time.perf_counter()
+    if run.per_sample:
+        rows = x0[:loop_samples]
+        outs = [run.solve(rows[i : i + 1], rtol) for i in range(rows.shape[0])]
+        elapsed = time.perf_counter() - start
+        code = next((o[1] for o in outs if o[1] != "Success"), "Success")
+        return torch.cat([o[0] for o in outs]), code, sum(o[2] for o in outs), elapsed, rows.shape[0]
+    x, code, nf = run.solve(x0, rtol)
+    return x, code, nf, time.perf_counter() - start, x0.shape[0]
+
+
+def bench_case(problem: StiffTestProblem, batch: int, runs: int, loop_samples: int, cvode: bool, progress) -> dict:
+    x0 = _initial_states(problem, batch)
+    ref = _reference(problem, x0)
+    rows = {}
+    chosen = {}
+    for run in setups(problem, batch, cvode):
+        for rtol in RTOL_LADDER:
+            x, code, nf, _, n = _call(run, x0, rtol, loop_samples)
+            digits = _digits(problem, x, ref[:n])
+            progress(f"{problem.name} B={batch} {run.name} rtol={rtol:g}: {code}, scd {digits:.2f}")
+            if code == "Success" and digits >= DIGITS:
+                chosen[run.name] = (run, rtol)
+                rows[run.name] = {"rtol": rtol, "scd": digits, "nf": nf, "retcode": code, "times": [], "cpu_times": []}
+                break
+        else:
+            rows[run.name] = {"rtol": None, "scd": None, "retcode": "not reached", "times": [], "cpu_times": []}
+    for _ in range(runs):  # interleaved: every setup once per round
+        for name, (run, rtol) in chosen.items():
+            cpu = time.process_time()
+            _, _, _, seconds, n = _call(run, x0, rtol, loop_samples)
+            rows[name]["cpu_times"].append((time.process_time() - cpu) * batch / n)
+            rows[name]["times"].append(seconds * batch / n)
+            rows[name]["scaled_from"] = n if n != batch else None
+    for row in rows.values():
+        row["time"] = min(row["cpu_times"]) if row["cpu_times"] else None  # the compared measure: CPU seconds
+        row["wall"] = min(row["times"]) if row["times"] else None
+    ours = rows["torch QNDF"]["time"]
+    peers = {k: v["time"] for k, v in rows.items() if v["time"] is not None and not k.startswith("torch")}
+    fastest = min(peers, key=peers.get) if peers else None
+    summary = {"fastest_peer": fastest}
+    if ours is not None and fastest is not None:
+        summary["qndf_over_fastest_peer"] = ours / peers[fastest]
+        summary["qndf_over_each"] = {k: ours / v for k, v in peers.items()}
+        target = 1.5 if batch == 1 else 1.0
+        summary["target"] = f"QNDF ≤ {target}× the fastest peer"
+        summary["met"] = ours <= target * peers[fastest]
+    rodas = rows["torch Rodas5P"]["time"]
+    if ours is not None and rodas is not None:
+        summary["qndf_over_rodas5p"] = ours / rodas
+    return {"problem": problem.name, "batch": batch, "setups": rows, "summary": summary}
+
+
+def table(results: dict) -> str:
+    """The Markdown table of ``stiff_speed.json`` (self-contained: the README renderer calls this)."""
+    lines = [
+        "| problem | B | setup | rtol | min scd | RHS calls | CPU time (s) | wall (s) | QNDF / this (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in results["cases"]:
+        ours = case["setups"]["torch QNDF"]["time"]
+        for name, row in case["setups"].items():
+            t = row["time"]
+            n = row.get("scaled_from")
+            scaled = f" (loop of {n}, ×{case['batch'] // n})" if n else ""
+            ratio = f"{ours / t:.2f}" if (t and ours) else "—"
+            digits = "—" if row["scd"] is None else f"{row['scd']:.2f}"
+            seconds = "—" if t is None else f"{t:.3g}"
+            wall = "—" if row.get("wall") is None else f"{row['wall']:.3g}"
+            lines.append(
+                f"| {case['problem']} | {case['batch']} | {name} | {row['rtol'] or '—'} | {digits} | "
+                f"{row.get('nf', '—')} | {seconds}{scaled} | {wall} | {ratio} |"
+            )
+    lines.append("")
+    for case in results["cases"]:
+        s = case["summary"]
+        if "met" in s:
+            lines.append(
+                f"- {case['problem']}, B = {case['batch']}: QNDF / fastest peer ({s['fastest_peer']}) = "
+                f"{s['qndf_over_fastest_peer']:.2f} ({s['target']}: {'met' if s['met'] else 'not met'})"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, progress: Callable[[str], None] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--problems", default="hires,rober")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--loop-samples", type=int, default=8, help="samples a per-sample loop is timed on at B > 1")
+    parser.add_argument("--quick", action="store_true", help="one timed round, 4 looped samples (smoke run)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    report = progress or (lambda msg: print(" ", msg, flush=True))
+    runs, loop = (1, 4) if args.quick else (args.runs, args.loop_samples)
+    cvode = _has_cvode()
+    started = time.perf_counter()
+    cases = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.problems.split(","):
+        for batch in (1, args.batch):
+            cases.append(bench_case(PROBLEMS[name], batch, runs, min(loop, batch), cvode, report))
+            _write(out, cases, runs, loop, cvode, started)
+            print(table({"cases": cases}), flush=True)
+    return 0
+
+
+def _write(out: Path, cases: list, runs: int, loop: int, cvode: bool, started: float) -> None:
+    results = {
+        "cases": cases,
+        "config": {
+            "digits": DIGITS,
+            "rtol_ladder": list(RTOL_LADDER),
+            "runs": runs,
+            "loop_samples": loop,
+            "threads": 1,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "cvode": cvode,
+        },
+        "wall_time": time.perf_counter() - started,
+    }
+    write_json(out / "stiff_speed.json", results)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -53,6 +53,7 @@ def setups() -> list[Setup]:
     """The compared setups: torch stiff methods with dense per-sample solves, scipy's stiff methods and CVODE."""
     out = [Setup(f"torch {m}", m, options={"linsolve": "dense"}) for m in ("Rosenbrock23", "Rodas4", "Rodas5P")]
     out += [Setup(f"torch {m}", m, options={"linsolve": "dense"}) for m in ("TRBDF2", "KenCarp4")]
+    out.append(Setup("torch QNDF", "QNDF"))
     out += [Setup("scipy Radau", "RadauIIA5", "scipy"), Setup("scipy BDF", "BDF", "scipy")]
     out.append(Setup("scipy LSODA", "LSODA", "scipy"))
     ok = {name: status[0] for name, status in backend_status().items()}

@@ -484,8 +484,6 @@ def retraining_study(out: str | Path, config: RetrainingConfig | None = None, *,
 # -- command line ----------------------------------------------------------------------------------------------
 
 
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Check the arguments (:func:`check_study_arguments`), run the study and print its summary; the exit status."""
     try:

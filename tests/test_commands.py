@@ -61,7 +61,7 @@ def test_light_option_tables_match_the_study_modules():
 
     assert ode_sde_gap.AUTHORS_DATASETS == AUTHORS_DATASETS and ode_sde_gap.TOY_DATASETS == TOY_DATASETS
     assert (retraining_study.EDITS, retraining_study.MODES) == (retraining.EDITS, retraining.MODES)
-    assert retraining_study.DATASETS == retraining.DATASETS
+    assert retraining_study.DATASETS == retraining.DATASETS and retraining_study.NETWORKS == retraining.NETWORKS
     assert retraining_study.REFERENCES == tuple(REFERENCES)
     assert retraining_study.EDIT_CONVENTIONS == EDIT_CONVENTIONS and retraining_study.DIVERGENCES == DIVERGENCES
     config = dataclasses.asdict(retraining.RetrainingConfig())

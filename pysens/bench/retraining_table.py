@@ -26,7 +26,7 @@ _COLUMNS = [
     ("off_range", "off range"),
     ("calibration", "calibration (slope obs on pred)"),
 ]
-EXTRA_STUDIES = ("add", "mnist5k", "retrain")
+EXTRA_STUDIES = ("add", "mnist5k", "unet", "retrain")
 
 
 def _ci(entry: dict, spec: str = ".3f") -> str:
@@ -57,11 +57,23 @@ def _legacy(data: dict) -> str:
     )
 
 
+def _network(c: dict) -> str:
+    """The study's score network in words (JSON written before ``network`` existed: the MLP)."""
+    name = c.get("network", "mlp")
+    if name == "unet":
+        text = f"UNet ({c['hidden']} base channels)"
+    else:
+        text = f"MLP {c['depth']}×{c['hidden']}" + (" with input skip" if name == "mlp-skip" else "")
+    ema = f", EMA {c['ema']:g}" if c.get("ema") else ""
+    return f"{text}{ema}, {c['steps']} base + {c['finetune_steps']} fine-tune steps"
+
+
 def _study(data: dict, *, main: bool = True) -> str:
     s, c = data["summary"], data["config"]
     ceiling = s["ceiling_cross_stream_cosine"]
     out = (
-        f"{c.get('dataset', 'digits')}: {c['edit']} {c['count']} images of class {c['digit']}, {c['mode']}, "
+        f"{c.get('dataset', 'digits')} ({_network(c)}): {c['edit']} {c['count']} images of class {c['digit']} "
+        f"(ε = {data['runs'][0]['epsilon']:.4f}), {c['mode']}, "
         f"{len(c['seeds'])} training seeds × {s['streams']} CRN streams = {s['units']} samples "
         f"({s['near_edit_units']} near the edit, {s['off_range_units']} off the data's range); cosine of the "
         f"predicted with the observed sample change (near edit, in and off range: against the "

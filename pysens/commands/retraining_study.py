@@ -27,6 +27,7 @@ DESCRIPTION = (
 # (DATASETS, EDITS, MODES, RetrainingConfig()), pysens.sensitivity.measures.EDIT_CONVENTIONS, .tangents.DIVERGENCES
 # and .reference.REFERENCES.
 DATASETS = ("digits", "mnist5k")
+NETWORKS = ("mlp", "mlp-skip", "unet")
 REFERENCES = ("model", "data", "data-ratio", "data-score")
 EDITS = ("remove", "add")
 MODES = ("finetune", "retrain")
@@ -47,8 +48,10 @@ DEFAULTS = {
     "batch_size": 128,
     "lr": 2e-3,
     "finetune_lr": 5e-4,
+    "network": "mlp",
     "hidden": 256,
     "depth": 3,
+    "ema": None,
     "samples": 32,
     "t1": 1e-3,
     "method": "Tsit5",
@@ -61,6 +64,14 @@ DEFAULTS = {
     "path_times": [0.6, 0.45, 0.3, 0.2, 0.12],
     "bootstrap": 2000,
 }
+
+
+def ema_decay(text: str) -> float:
+    """An argparse type: an EMA decay strictly between 0 and 1."""
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a decay strictly between 0 and 1, got {text!r}")
+    return value
 
 
 OUTPUTS = ("retraining_study.json", "retraining_study.png", "retraining_arrays.pt")  # what the study writes
@@ -93,8 +104,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     parser.add_argument("--lr", type=positive_float, default=d.lr)
     parser.add_argument("--finetune-lr", type=positive_float, default=d.finetune_lr)
-    parser.add_argument("--hidden", type=positive_int, default=d.hidden, help="MLP width")
+    parser.add_argument(
+        "--network",
+        choices=NETWORKS,
+        default=d.network,
+        help="score network: MLP, MLP with a noise-gated input skip (needed when --hidden < d), or a small UNet",
+    )
+    parser.add_argument("--hidden", type=positive_int, default=d.hidden, help="MLP width, or UNet base channels")
     parser.add_argument("--depth", type=positive_int, default=d.depth, help="MLP hidden layers")
+    parser.add_argument(
+        "--ema", type=ema_decay, default=d.ema, help="EMA decay of the base model's weights (default: no EMA)"
+    )
     parser.add_argument("--samples", type=positive_int, default=d.samples, help="noise seeds per training seed")
     parser.add_argument("--t1", type=positive_float, default=d.t1, help="sampler cut-off")
     parser.add_argument("--method", type=ode_method, default=d.method, help="ODE method of the torch backend")

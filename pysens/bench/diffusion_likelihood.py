@@ -68,55 +68,41 @@ def augmented_field(score, process: ForwardProcess, probes: Tensor | None = None
     return field_
 
 
-def torchdiffeq_log_likelihood(
-    score,
-    process: ForwardProcess,
-    x: Tensor,
-    *,
-    t0: float,
-    rtol: float,
-    atol: float,
-    probes: Tensor | None = None,
-    terminal_log_density: Callable[[Tensor], Tensor] | None = None,
-) -> PeerLikelihood:
+def _matched_rhs(pipeline: Callable[..., PeerLikelihood], doc: str) -> Callable[..., PeerLikelihood]:
+    """``pipeline`` (a :mod:`pysens.bench.likelihood_peers` path) driving pysens's augmented field
+    (:func:`augmented_field`, exact divergence or Hutchinson with ``probes``) instead of its own divergence."""
+
+    def run(
+        score,
+        process: ForwardProcess,
+        x: Tensor,
+        *,
+        t0: float,
+        rtol: float,
+        atol: float,
+        probes: Tensor | None = None,
+        terminal_log_density: Callable[[Tensor], Tensor] | None = None,
+    ) -> PeerLikelihood:
+        field = augmented_field(score, process, probes)
+        return pipeline(
+            score, process, x, t0=t0, rtol=rtol, atol=atol, terminal_log_density=terminal_log_density, field=field
+        )
+
+    run.__doc__ = doc
+    return run
+
+
+torchdiffeq_log_likelihood = _matched_rhs(
+    kdiffusion_log_likelihood,
     """k-diffusion's likelihood path (:func:`~pysens.bench.likelihood_peers.kdiffusion_log_likelihood`: torchdiffeq
-    dopri5 on the tuple state (x, Δ), one step size for the batch, the crossing step clipped onto T) driving
-    pysens's augmented field (:func:`augmented_field`) instead of its own divergence."""
-    return kdiffusion_log_likelihood(
-        score,
-        process,
-        x,
-        t0=t0,
-        rtol=rtol,
-        atol=atol,
-        terminal_log_density=terminal_log_density,
-        field=augmented_field(score, process, probes),
-    )
-
-
-def scipy_rk45_log_likelihood(
-    score,
-    process: ForwardProcess,
-    x: Tensor,
-    *,
-    t0: float,
-    rtol: float,
-    atol: float,
-    probes: Tensor | None = None,
-    terminal_log_density: Callable[[Tensor], Tensor] | None = None,
-) -> PeerLikelihood:
+    dopri5 on the tuple state (x, Δ), one step size for the batch, the crossing step clipped onto T) driving pysens's
+    augmented field.""",
+)
+scipy_rk45_log_likelihood = _matched_rhs(
+    score_sde_log_likelihood,
     """score_sde's likelihood path (:func:`~pysens.bench.likelihood_peers.score_sde_log_likelihood`: one float64 numpy
-    vector, ``solve_ivp(method="RK45")``, numpy → torch → numpy every call) driving pysens's augmented field."""
-    return score_sde_log_likelihood(
-        score,
-        process,
-        x,
-        t0=t0,
-        rtol=rtol,
-        atol=atol,
-        terminal_log_density=terminal_log_density,
-        field=augmented_field(score, process, probes),
-    )
+    vector, ``solve_ivp(method="RK45")``, numpy → torch → numpy every call) driving pysens's augmented field.""",
+)
 
 
 def peer_status() -> dict[str, str | None]:

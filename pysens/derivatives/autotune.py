@@ -1,8 +1,8 @@
 """``engine="auto"``: pick the fastest engine by measuring once per (callable, shape, device, dtype), then cache.
 
 Like cuDNN's benchmark mode: the first call with a new key runs every candidate engine twice, interleaved
-(round 1 warms up, round 2 is timed; on the CPU by the thread's CPU time, so load from other processes does not
-decide), keeps the fastest, and returns that engine's result from the measuring run, so nothing is
+(round 1 warms up, round 2 is timed; on a shared machine a load burst then falls on one round of every
+candidate alike), keeps the fastest, and returns that engine's result from the measuring run, so nothing is
 computed only to be thrown away. Later calls with the same key run the cached engine once.
 
 The key is ``(key, batch bucket, event shape, device, dtype)``; the batch bucket is the batch size rounded up
@@ -46,20 +46,17 @@ def measured_choice(kind: str, key: Hashable, x: Tensor, candidates: dict[str, C
         return name, candidates[name]()
     best: dict[str, float] = {}
     results: dict[str, Any] = {}
-    # on the CPU the engines run in this thread: its CPU time counts their work and not other processes' (a load
-    # burst on a shared machine would otherwise pick an engine by chance); on accelerators, synchronised wall time
-    clock = time.thread_time if x.device.type == "cpu" else time.perf_counter
     for _ in range(2):
         for name, run in candidates.items():
             _sync(x)
-            start = clock()
+            start = time.perf_counter()
             try:
                 results[name] = run()
             except (RuntimeError, NotImplementedError):  # an engine the callable does not support
                 best[name] = float("inf")
                 continue
             _sync(x)
-            best[name] = clock() - start  # round 2 overwrites round 1 (the warm-up)
+            best[name] = time.perf_counter() - start  # round 2 overwrites round 1 (the warm-up)
     usable = {n: s for n, s in best.items() if n in results}
     if not usable:
         raise RuntimeError(f"no {kind} engine could evaluate this callable (tried {list(candidates)})")

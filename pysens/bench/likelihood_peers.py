@@ -33,6 +33,9 @@ from torch import Tensor
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch
 
 PEER_DIVERGENCES = ("exact", "hutchinson")
+# (t [B], x [B, *event]) -> (dx/dt, dΔ/dt [B]): an augmented field to drive a peer's integrator with in place of its
+# own drift and divergence (the matched-RHS comparison of :mod:`pysens.bench.diffusion_likelihood`)
+AugmentedField = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -79,16 +82,23 @@ def kdiffusion_log_likelihood(
     divergence: str = "exact",
     probes: Tensor | None = None,
     terminal_log_density: Callable[[Tensor], Tensor] | None = None,
+    field: AugmentedField | None = None,
 ) -> PeerLikelihood:
-    """k-diffusion's likelihood path (see the module docstring); ``probes`` ``[B, *event]`` is its v."""
+    """k-diffusion's likelihood path (see the module docstring); ``probes`` ``[B, *event]`` is its v. With ``field``
+    (see :data:`AugmentedField`) the same integrator drives that field instead of its own drift and divergence."""
     from torchdiffeq import odeint
 
-    _check_divergence(divergence, probes)
+    if field is None:
+        _check_divergence(divergence, probes)
     B = x.shape[0]
     fevals = 0
 
     def ode_fn(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         nonlocal fevals
+        if field is not None:
+            fevals += 1
+            with torch.no_grad():
+                return field(t.expand(B), state[0])
         with torch.enable_grad():
             xx = state[0].detach().requires_grad_()
             d = _drift(score, process, xx, t.expand(B))
@@ -118,11 +128,14 @@ def score_sde_log_likelihood(
     divergence: str = "exact",
     probes: Tensor | None = None,
     terminal_log_density: Callable[[Tensor], Tensor] | None = None,
+    field: AugmentedField | None = None,
 ) -> PeerLikelihood:
-    """score_sde's likelihood path (see the module docstring); ``probes`` ``[B, *event]`` is its epsilon."""
+    """score_sde's likelihood path (see the module docstring); ``probes`` ``[B, *event]`` is its epsilon. With
+    ``field`` (see :data:`AugmentedField`) the same round trip drives that field (one call per right-hand side)."""
     from scipy.integrate import solve_ivp
 
-    _check_divergence(divergence, probes)
+    if field is None:
+        _check_divergence(divergence, probes)
     B, shape, dtype, device = x.shape[0], x.shape, x.dtype, x.device
 
     def drift_fn(sample: Tensor, vec_t: Tensor) -> Tensor:
@@ -143,6 +156,10 @@ def score_sde_log_likelihood(
     def ode_func(t: float, y: np.ndarray) -> np.ndarray:
         sample = torch.from_numpy(y[:-B]).reshape(shape).to(device=device, dtype=dtype)
         vec_t = torch.ones(B, dtype=dtype, device=device) * t
+        if field is not None:
+            with torch.no_grad():
+                dx, ddelta = field(vec_t, sample)
+            return torch.cat([dx.reshape(-1), ddelta]).to(torch.float64).cpu().numpy()
         with torch.no_grad():
             drift = drift_fn(sample, vec_t).detach().cpu().numpy().reshape(-1)
         logp_grad = div_fn(sample, vec_t).cpu().numpy().reshape(-1)

@@ -72,6 +72,7 @@ _SUITES = [
         "pysens.bench.likelihood_speed:main",
         "exact-divergence engines and likelihoods against k-diffusion-style and score_sde-style pipelines",
     ),
+    Suite("gmres-speed", "pysens.bench.gmres_speed:main", "Rodas5P on HIRES: matrix-free GMRES vs dense LU"),
     Suite("stiff", "pysens.bench.stiff:main", "stiff work-precision: torch Rosenbrock/ESDIRK vs scipy and CVODE"),
     Suite(
         "stiff-testset",

@@ -451,18 +451,40 @@ def _likelihood_speed(results: Path) -> str:
     for r in data.get("end_to_end", []):
         out += f"\n**Likelihood end to end, {r['problem']}, B = {r['batch']}** (exact divergence, float64; "
         out += f"seconds to mean error {_num(level, 'g')} on each path's front; {r['error']})\n\n"
-        secs = r["seconds_at_target_error"]
-        rows = [[name, _num(v, ".2f")] for name, v in secs.items()]
+        secs, wall = r["seconds_at_target_error"], r.get("wall_seconds_at_target_error", {})
+        rows = [[name, _num(v, ".2f"), _num(wall.get(name), ".2f")] for name, v in secs.items()]
+        wall_ratios = r.get("wall_peer_over_pysens_at_target", {})
         for peer, ratio in r["peer_over_pysens_at_target"].items():
-            rows.append([f"{peer} / {r['pysens_best']}", _times(ratio)])
+            rows.append([f"{peer} / {r['pysens_best']}", _times(ratio), _times(wall_ratios.get(peer))])
         met = {None: "–", True: "met", False: "NOT met"}[r["met"]]
-        rows.append([f"target ≥ {_num(r['target'], 'g')}× vs both peers", met])
-        out += _table(["setup", "seconds"], rows)
+        rows.append([f"target ≥ {_num(r['target'], 'g')}× vs both peers (CPU)", met, ""])
+        out += _table(["setup", "CPU seconds", "wall seconds"], rows)
     return out
+
+
+def _gmres_speed(results: Path) -> str:
+    data = _load(results, "gmres_speed.json")
+    runs = data["config"]["runs"]
+    out = f"Rodas5P on HIRES, B = 1, float64, one thread; CPU seconds (min of {runs} interleaved runs)\n\n"
+    rows = []
+    for r in data["rows"]:
+        d, g = r["dense"], r["gmres"]
+        rows.append(
+            [
+                _num(r["rtol"], "g"),
+                f"{_num(d['cpu_min'], '.3f')} · {_num(d['scd'], '.2f')} · {d['nf']}",
+                f"{_num(g['cpu_min'], '.3f')} · {_num(g['scd'], '.2f')} · {g['nf']} · {g['njvp']}",
+                _times(r["gmres_over_dense_cpu"]),
+                ", ".join(_times(v) for v in r["gmres_over_dense_cpu_per_round"]),
+            ]
+        )
+    head = ["rtol", "dense: s · scd · nf", "gmres: s · scd · nf · JVPs", "gmres / dense", "per round"]
+    return out + _table(head, rows) + f"\nTarget: {data['target']}: {'met' if data['met'] else 'NOT met'}.\n"
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "likelihood-speed": _likelihood_speed,
+    "gmres-speed": _gmres_speed,
     "distributed": _distributed,
     "stiff": _stiff,
     "stiff-testset": _stiff_testset,

@@ -64,6 +64,22 @@ def fd_step(x: Tensor, v: Tensor, order: int = 1) -> Tensor:
     return torch.where(nv > 0, eps * (1.0 + row_norms(x)) / safe, torch.zeros_like(nv))
 
 
+class DifferenceJVP:
+    """Repeated one-sided difference JVPs at one linearisation point ``x`` (what Newton–Krylov solvers do): fn(x)
+    and the step numerator √eps (1 + ‖x_b‖) are computed once, so each product ``self(v)`` costs one call of fn
+    and a few row operations. Same step and value as :func:`jvp` with ``engine="fd"``."""
+
+    def __init__(self, fn: Field, x: Tensor, fx: Tensor | None = None):
+        self.fn, self.x = fn, x
+        self.fx = fn(x) if fx is None else fx
+        self.numerator = torch.finfo(x.dtype).eps ** 0.5 * (1.0 + row_norms(x))
+
+    def __call__(self, v: Tensor) -> Tensor:
+        nv = row_norms(v)
+        eps = self.numerator / torch.where(nv > 0, nv, torch.full_like(nv, math.inf))  # ε_b = 0 where v_b = 0
+        return _per_row(nv / self.numerator, self.fx) * (self.fn(self.x + _per_row(eps, v) * v) - self.fx)
+
+
 def jvp(fn: Field, x: Tensor, v: Tensor, *, engine: str = "forward", fx: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(fn(x), J v)`` row by row for ``x``, ``v`` ``[B, *event]``.
 
@@ -79,13 +95,12 @@ def jvp(fn: Field, x: Tensor, v: Tensor, *, engine: str = "forward", fx: Tensor 
         u0 = torch.zeros_like(fx_)
         _, pull_pull = torch.func.vjp(lambda u: pull(u)[0], u0)
         return fx_, pull_pull(v)[0]
-    order = 1 if engine == "fd" else 2
-    eps = fd_step(x, v, order)
+    if engine == "fd":
+        point = DifferenceJVP(fn, x, fx)
+        return point.fx, point(v)
+    eps = fd_step(x, v, 2)
     scale = torch.where(eps > 0, 1.0 / torch.where(eps > 0, eps, torch.ones_like(eps)), torch.zeros_like(eps))
     step = _per_row(eps, v) * v
-    if order == 1:
-        f0 = fn(x) if fx is None else fx
-        return f0, _per_row(scale, f0) * (fn(x + step) - f0)
     plus, minus = fn(x + step), fn(x - step)
     f0 = fn(x) if fx is None else fx
     return f0, _per_row(0.5 * scale, f0) * (plus - minus)

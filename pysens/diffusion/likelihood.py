@@ -95,6 +95,9 @@ def log_likelihood(
             checked_log_density(terminal_log_density, "terminal_log_density")(x)
     n_probes = check_int(n_probes, "n_probes")
     chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
+    # "auto" caches its engine per user score: keyed on the caller's object, not on this solve's checking wrapper
+    # (a new wrapper every call would re-measure every engine at every batch size in every solve)
+    engine_key = ("score", id(score))
     score = checked_score(score)
     event = tuple(x.shape[1:])
     d = math.prod(event)
@@ -118,7 +121,7 @@ def log_likelihood(
         if probes is None:
             closed_form = None if analytic is None else (lambda u: analytic(u, t))
             s, div_s = exact_divergence(
-                field, y, chunk_size, engine=divergence_engine, analytic=closed_form, key=("score", id(score))
+                field, y, chunk_size, engine=divergence_engine, analytic=closed_form, key=engine_key
             )
         else:
             s, div_s = hutchinson_divergence(field, y, probes)

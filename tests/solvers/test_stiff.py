@@ -110,7 +110,11 @@ def test_gmres_preconditioner_is_used_and_cuts_iterations():
     plain = solve(p, "Rodas5P", rtol=1e-8, atol=1e-10, linsolve="gmres")
     pre = solve(p, "Rodas5P", rtol=1e-8, atol=1e-10, linsolve="gmres", precond=precond)
     assert calls["n"] > 0
-    assert pre.stats.nkrylov < plain.stats.nkrylov / 3
+    # an exact preconditioner makes every solve converge in one product (a second where the difference JVP's √eps
+    # error shows); the plain solves keep their directions across a step's 8 stages, so on d = 8 they are capped at
+    # about d products per step and "3× fewer" is no longer reachable: assert the exact statement instead
+    assert pre.stats.nkrylov <= 1.25 * pre.stats.nlinsolve
+    assert pre.stats.nkrylov < plain.stats.nkrylov
     assert float((pre.final - exact).abs().max()) < 1e-6
 
 

@@ -15,7 +15,8 @@ collects both, and only f1's Jacobian enters M. On a plain ODEProblem everything
 
 Newton convergence (Hairer & Wanner II, IV.8): with θ = ‖Δ_k‖/‖Δ_{k−1}‖ and η = θ/(1−θ), a stage has
 converged when η‖Δ_k‖ ≤ κ = 0.01 in the step controller's weighted norm; θ ≥ 1 or 10 iterations is a
-failure (the step is rejected and shrunk; the Jacobian is refreshed).
+failure (the step is rejected and shrunk; the Jacobian is refreshed). The first iteration alone converges only
+when its correction is below 1e−5 (SciML's NLNewton), never on a rate carried over from earlier stages.
 """
 
 from __future__ import annotations

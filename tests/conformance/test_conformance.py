@@ -11,7 +11,8 @@ import torch
 
 from pysens.solvers import METHODS, solve
 from pysens.solvers.backends import BackendNotAvailable, julia_backend
-from pysens.solvers.conformance import (
+from pysens.solvers.conformance import check_case, claims, methods_claiming, run_conformance
+from pysens.solvers.conformance_cases import (
     CASES,
     CASES_BY_NAME,
     SPLIT,
@@ -19,13 +20,9 @@ from pysens.solvers.conformance import (
     STIFF_DIM,
     VDP_REFERENCE,
     VDP_STARTS,
-    check_case,
-    claims,
     geometric_brownian_motion,
     heat,
-    methods_claiming,
     ornstein_uhlenbeck,
-    run_conformance,
     stiff_linear,
     vdp_reference,
 )

@@ -37,6 +37,7 @@ from .solution import Solution
 
 KAPPA = 0.01
 FIRST_ITERATION_TOL = 1e-5
+ROUNDING_ULPS = 8  # a Newton correction within this many ulp of |ψ| + |z| is rounding, not error
 MAX_NEWTON = 10
 RTOL_FLOOR_ULPS = 100
 
@@ -248,6 +249,10 @@ class ESDIRKStepper(Stepper):
             # 1/γ, so measuring z's own correction would stop Newton 1/γ (4× for KenCarp4) too early (SciML's
             # NLNewton iterates on h·F for the same reason)
             nd = self.norm(delta, x) / self.tab.gamma
+            # a correction within the rounding of z = ψ + hγF itself cannot shrink further: converged, whatever its
+            # size in tolerance units (a per-step tolerance near the dtype's resolution, e.g. t ~ 1e12 at rtol 2e-13)
+            at_rounding = (delta.abs() <= ROUNDING_ULPS * torch.finfo(z.dtype).eps * (z.abs() + psi.abs())).flatten(1)
+            at_rounding = at_rounding.all(1)
             if prev is None:
                 # one iteration is enough only when its correction is negligible outright (SciML's NLNewton: below
                 # 1e−5 of the tolerance); a contraction rate carried over from the last stage (Hairer's FACCON) would
@@ -257,12 +262,12 @@ class ESDIRKStepper(Stepper):
             else:
                 theta = nd / prev.clamp_min(1e-300)
                 rate = torch.where(converged, rate, torch.maximum(rate, theta))
-                diverging = (theta >= 1.0) & ~converged & (nd > 1e-12)
+                diverging = (theta >= 1.0) & ~converged & (nd > 1e-12) & ~at_rounding
                 ok &= ~diverging
                 eta = theta / (1.0 - theta.clamp(max=0.999))
                 done_now = eta * nd <= KAPPA
                 self.eta = torch.where(done_now & ~converged, eta.clamp_min(1e-2), self.eta)
-            converged |= done_now | (nd == 0) | ~ok
+            converged |= done_now | (nd == 0) | at_rounding | ~ok
             prev = torch.where(converged, prev if prev is not None else nd, nd)
             if bool(converged.all()):
                 break

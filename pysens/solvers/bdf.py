@@ -40,11 +40,11 @@ import time
 import torch
 from torch import Tensor
 
-from .driver import _CODES, Counter, ErrorNorm, WorkCounts, _initial_step, rms, step_floor
+from .driver import _CODES, Counter, ErrorNorm, WorkCounts, _initial_step, finished_solution, rms, step_floor
 from .linalg import DenseSolver
 from .options import SolveOptions, time_slack
 from .problem import ODEProblem
-from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, SUCCESS, UNSTABLE, Solution, Stats
+from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, UNSTABLE, Solution
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4
@@ -377,30 +377,8 @@ class QNDFSolver:
                 done = done | tiny
 
         codes = [_CODES[c] for c in code.tolist()]
-        w = self.work
-        stats = Stats(
-            nf=self.f.n,
-            njvp=w.njvp,
-            njac=w.njac,
-            nlinsolve=w.nlinsolve,
-            nfactor=w.nfactor,
-            nkrylov=0,
-            naccept=int(naccept.sum()),
-            nreject=int(nreject.sum()),
-            wall_time=time.perf_counter() - start,
-            sample_naccept=naccept.cpu(),
-            sample_nreject=nreject.cpu(),
-        )
-        return Solution(
-            t=saveat.to(dtype),
-            x=out.reshape(n_save, *self.shape),
-            retcode=next((c for c in codes if c != SUCCESS), SUCCESS),
-            stats=stats,
-            method=self.name,
-            backend="torch",
-            sample_retcodes=codes,
-            t_final=t.to(dtype),
-            extra={"f_rows": self.f.rows, **w.extra},
+        return finished_solution(
+            self, codes, naccept, nreject, start, saveat, out.reshape(n_save, *self.shape), t, dtype
         )
 
     def _save(self, out, saveat, idx, arange, accept, t, t_new, h, order, D, y_new, direction) -> Tensor:

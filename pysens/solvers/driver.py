@@ -302,7 +302,13 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
         iteration += 1
 
     codes = [_CODES[c] for c in code.tolist()]
-    retcode = next((c for c in codes if c != SUCCESS), SUCCESS)
+    return finished_solution(stepper, codes, naccept, nreject, start, saveat, out, t, dtype)
+
+
+def finished_solution(stepper, codes, naccept, nreject, start, saveat, out, t, dtype) -> Solution:
+    """The :class:`Solution` of a finished per-sample solve: per-sample return codes ``codes`` (the first failure is the
+    solve's), the work the ``stepper`` counted (its ``f``: a :class:`Counter`, ``work``: :class:`WorkCounts`, ``name``),
+    accepted/rejected steps per sample, save times ``saveat``, saved states ``out`` and final times ``t``."""
     w = stepper.work
     stats = Stats(
         nf=stepper.f.n,
@@ -320,7 +326,7 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
     return Solution(
         t=saveat.to(dtype),
         x=out,
-        retcode=retcode,
+        retcode=next((c for c in codes if c != SUCCESS), SUCCESS),
         stats=stats,
         method=stepper.name,
         backend="torch",

@@ -44,6 +44,18 @@ def test_e5_measure_keeps_the_invariant_and_the_mean():
     assert float(p.scd(drifted)[0]) < 2.0
 
 
+def test_e5s_requirement_is_capped_at_the_float64_floor_of_its_mean():
+    # E5s's mean carries the rounding drift of the invariant: scipy BDF/LSODA/Radau stop at 5.5-7.7 digits for any
+    # per-step rtol below 2e-10 (module docstring). The literal rule stands where it is below that floor (rtol 1e-4:
+    # 2.5 digits, 1e-6: 4.5) and is capped at float64_digits where it asks for more (1e-8: 6.5 -> 5.4)
+    p = PROBLEMS["e5s"]
+    m = 0.5 * (p.reference[1] + p.reference[2])
+    x = torch.tensor([[0.0, m * (1 + 1e-3), m * (1 + 1e-3), 0.0]], dtype=DT)  # 3 digits
+    need = {r: float(p.required_digits(x, r, p.atol(r), DIGITS_MARGIN)[0]) for r in (1e-4, 1e-6, 1e-8)}
+    assert abs(need[1e-4] - 2.5) < 1e-9 and abs(need[1e-6] - 4.5) < 1e-9 and need[1e-8] == p.float64_digits == 5.4
+    assert all(q.float64_digits is None for name, q in PROBLEMS.items() if name != "e5s")
+
+
 @pytest.mark.parametrize(
     "name,method,backend,rtol", [("hires", "Rodas5P", "torch", 1e-6), ("rober", "Rodas5P", "torch", 1e-6)]
 )

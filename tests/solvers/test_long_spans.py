@@ -139,7 +139,7 @@ def test_kencarp4_solves_e5_to_1e13_with_default_options():
     # E5 (stiff DETEST pyrolysis) to t = 1e13 at the test set's atol: KenCarp4 needs ~300 steps. Its stage Newton used
     # to stop on a contraction rate measured on the fast y4 mode, which a kept Jacobian resolves in one iteration, and
     # leave ~1.5 tolerance units of Newton error in y2, y3 at t ~ 1e8; the error estimate saw that error and the
-    # steps crept (h/t ~ 1e-4, MaxIters after 1e5 steps). The default maxiters is 1e5; the cap here only keeps a
+    # steps crept (h/t ~ 1e-4, MaxIters after 2e4 attempts). The default maxiters is 1e5; the cap here only keeps a
     # regression from running for minutes.
     from pysens.bench.testset import PROBLEMS
 

@@ -52,7 +52,7 @@ def test_stage_newton_does_not_trust_a_rate_measured_on_a_mode_the_jacobian_reso
     lam = 1e6
 
     def f(t, y):
-        return torch.stack([-lam * (y[:, 0] - y[:, 1]), -y[:, 1] ** 3], 1)
+        return torch.stack([-lam * (y[:, 0] - y[:, 1]), -(y[:, 1] ** 3)], 1)
 
     x = torch.tensor([[0.0, 1.3]], dtype=DT)
     norm = ErrorNorm(1e-6, 1e-6, x)

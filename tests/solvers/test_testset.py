@@ -80,3 +80,16 @@ def test_suite_sweep_marks_points_and_renders(tmp_path):
     (tmp_path / "stiff_testset.json").write_text(json.dumps(data))
     text = tables.render("stiff-testset", tmp_path)
     assert "| torch Rodas5P |" in text and f"{point['scd']:.1f} ·" in text and "**0**" in text
+
+
+def test_merge_caps_points_run_before_the_float64_floor_was_stated():
+    from pysens.bench.stiff_testset import _capped
+
+    old = {"setup": "scipy LSODA", "reltol": 1e-8, "retcode": "Success", "scd": 6.01, "required_digits": 6.5}
+    old["wrong"] = True
+    assert _capped(old, "e5s")["wrong"] is False and _capped(old, "e5s")["required_digits"] == 5.4
+    below = old | {"scd": 5.0}
+    assert _capped(below, "e5s")["wrong"] is True  # below the floor itself: still a wrong answer
+    assert _capped(old, "e5") is old  # no floor stated: untouched
+    loose = old | {"reltol": 1e-4, "scd": 1.83, "required_digits": 2.5}
+    assert _capped(loose, "e5s") is loose  # a requirement under the floor stands

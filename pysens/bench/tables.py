@@ -105,7 +105,8 @@ def _stiff_testset(results: Path) -> str:
     out = [
         f"Cells: scd (significant correct digits at the final time) · time [s] · RHS calls; "
         f"✗ = `Success` with scd below its required digits, −log10(rtol) − {cfg['digits_margin']} where rtol "
-        "dominates the tolerance (fewer only where the problem's atol does: E5) — a wrong answer; `NotRun`: "
+        "dominates the tolerance (fewer only where the problem's atol does, E5, or where float64 attains fewer, "
+        "E5s at 1e-8: 5.4) — a wrong answer; `NotRun`: "
         "a looser rtol already ended in `MaxIters`. "
         f"Tolerance model `{model}`; "
         f"{cfg['runs']} timed run(s) after {cfg['warmup']} warm-up(s), maxiters {cfg.get('maxiters', '–')} per solve"

@@ -46,6 +46,14 @@ magnitude behind a derived quantity, see ``tolerance_scale``) therefore needs
 r_i)``, so ``scd < required_digits`` exactly when some quantity misses its own requirement; it never exceeds the
 literal ``−log10(rtol) − margin``. Absolute quantities (``absolute``) are compared literally unless a scale is given.
 
+**Float64 floor** (``float64_digits``). Where a measured quantity cannot be computed to more digits in float64 by any
+code, a requirement above that floor measures rounding, not tolerance tracking, and is capped at it. E5s's mean is
+such a quantity: its error comes from the drift of the invariant y2 − y3 − y4 (a relative error (δ/m)²/8 for a drift
+δ), which is rounding, and scipy LSODA, BDF and Radau at per-step rtol 2e−10 … 1e−12 (local model, the scale-aware
+atol) return 5.5–7.7 digits with no trend in the tolerance (BDF: 7.7 at 3e−11, 5.5 at 1e−12; LSODA: 6.8 at
+1.5e−10, 6.0 at 1.507e−10), so ``float64_digits = 5.4`` (below the smallest measured, 5.46). It bounds only the
+rtol 1e−8 requirement (6.5); at 1e−4 and 1e−6 the literal rule stands.
+
 **LINEAR** is a held-out problem with an exact answer (not used to calibrate the tolerance model): x' = Ax,
 A = H diag(λ) H with H the 4×4 Hadamard matrix over 2 (symmetric, orthogonal, exact in binary), λ = (−0.1, −0.5,
 −1e3, −1e7) (stiffness ratio 1e8), x(0) = (1, 2, 4, 8), on [0, 10]; f evaluates A x in eigen-coordinates, so the
@@ -86,6 +94,8 @@ class StiffTestProblem:
             ``measured_reference`` their reference values.
         tolerance_scale: per measured quantity, the state magnitude the tolerance contract's ``atol`` compares with
             (default ``|reference|`` for relative quantities, none for absolute ones); see ``required_digits``.
+        float64_digits: the most digits of the measured quantities float64 arithmetic attains (measured, see the
+            module docstring), or None (no floor below what the tolerances ask for).
     """
 
     name: str
@@ -102,6 +112,7 @@ class StiffTestProblem:
     measure: Callable[[Tensor], Tensor] | None = None
     measured_reference: tuple[float, ...] | None = None
     tolerance_scale: tuple[float, ...] | None = None
+    float64_digits: float | None = None
 
     @property
     def dim(self) -> int:
@@ -132,12 +143,15 @@ class StiffTestProblem:
     def required_digits(self, x_final: Tensor, rtol: float, atol: float, margin: float) -> Tensor:
         """The digits ``scd`` must reach for each row of ``x_final`` to be right to ``(rtol, atol)`` (``[B]``).
 
-        ``scd − min_i(d_i − r_i)`` with ``r_i = −log10(max(rtol, atol / s_i)) − margin`` (module docstring)."""
+        ``scd − min_i(d_i − r_i)`` with ``r_i = −log10(max(rtol, atol / s_i)) − margin``, capped at the problem's
+        ``float64_digits`` where it has one (module docstring)."""
         digits = self.digits(x_final)
         ref = self.measured_reference if self.measure is not None else self.reference
         scale = self.tolerance_scale or tuple(math.inf if i in self.absolute else abs(v) for i, v in enumerate(ref))
         s = torch.tensor(scale, dtype=torch.float64).clamp_min(1e-300)
         need = -torch.log10(torch.clamp(atol / s, min=rtol)) - margin
+        if self.float64_digits is not None:
+            need = need.clamp(max=self.float64_digits)
         return digits.min(1).values - (digits - need).min(1).values
 
 
@@ -451,6 +465,7 @@ _PROBLEMS.insert(
         measure=_e5_mean,
         measured_reference=(_E5_MEAN,),
         tolerance_scale=None,
+        float64_digits=5.4,
     ),
 )
 

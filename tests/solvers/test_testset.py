@@ -44,6 +44,18 @@ def test_e5_measure_keeps_the_invariant_and_the_mean():
     assert float(p.scd(drifted)[0]) < 2.0
 
 
+def test_e5s_requirement_is_capped_at_the_float64_floor_of_its_mean():
+    # E5s's mean carries the rounding drift of the invariant: scipy BDF/LSODA/Radau stop at 5.5-7.7 digits for any
+    # per-step rtol below 2e-10 (module docstring). The literal rule stands where it is below that floor (rtol 1e-4:
+    # 2.5 digits, 1e-6: 4.5) and is capped at float64_digits where it asks for more (1e-8: 6.5 -> 5.4)
+    p = PROBLEMS["e5s"]
+    m = 0.5 * (p.reference[1] + p.reference[2])
+    x = torch.tensor([[0.0, m * (1 + 1e-3), m * (1 + 1e-3), 0.0]], dtype=DT)  # 3 digits
+    need = {r: float(p.required_digits(x, r, p.atol(r), DIGITS_MARGIN)[0]) for r in (1e-4, 1e-6, 1e-8)}
+    assert abs(need[1e-4] - 2.5) < 1e-9 and abs(need[1e-6] - 4.5) < 1e-9 and need[1e-8] == p.float64_digits == 5.4
+    assert all(q.float64_digits is None for name, q in PROBLEMS.items() if name != "e5s")
+
+
 @pytest.mark.parametrize(
     "name,method,backend,rtol", [("hires", "Rodas5P", "torch", 1e-6), ("rober", "Rodas5P", "torch", 1e-6)]
 )
@@ -68,3 +80,16 @@ def test_suite_sweep_marks_points_and_renders(tmp_path):
     (tmp_path / "stiff_testset.json").write_text(json.dumps(data))
     text = tables.render("stiff-testset", tmp_path)
     assert "| torch Rodas5P |" in text and f"{point['scd']:.1f} ·" in text and "**0**" in text
+
+
+def test_merge_caps_points_run_before_the_float64_floor_was_stated():
+    from pysens.bench.stiff_testset import _capped
+
+    old = {"setup": "scipy LSODA", "reltol": 1e-8, "retcode": "Success", "scd": 6.01, "required_digits": 6.5}
+    old["wrong"] = True
+    assert _capped(old, "e5s")["wrong"] is False and _capped(old, "e5s")["required_digits"] == 5.4
+    below = old | {"scd": 5.0}
+    assert _capped(below, "e5s")["wrong"] is True  # below the floor itself: still a wrong answer
+    assert _capped(old, "e5") is old  # no floor stated: untouched
+    loose = old | {"reltol": 1e-4, "scd": 1.83, "required_digits": 2.5}
+    assert _capped(loose, "e5s") is loose  # a requirement under the floor stands

@@ -58,11 +58,13 @@ class DenseSolver:
         self.lu = None
         self.hgamma: Tensor | None = None
 
-    def set_jacobian(self, t: Tensor, x: Tensor, rows: Tensor | None = None) -> None:
+    def set_jacobian(self, t: Tensor, x: Tensor, rows: Tensor | None = None, J: Tensor | None = None) -> None:
         """Evaluate J (and the scale D) at ``(t, x)``; with ``rows`` (a ``[B]`` mask), only those samples' are
-        replaced and the others keep theirs (per-sample Jacobian reuse)."""
+        replaced and the others keep theirs (per-sample Jacobian reuse). ``J`` ``[B, d, d]``: the Jacobian at
+        ``(t, x)`` when the caller already has it (it is then only stored and counted)."""
         # the driver keeps clocks in float64; right-hand sides see times in the state's dtype
-        J = self.jacobian(t.to(x.dtype), x)
+        if J is None:
+            J = self.jacobian(t.to(x.dtype), x)
         self.work.njac += 1
         D = None
         if self.norm is not None:

@@ -17,12 +17,13 @@ T = ∂f/∂t comes from a forward-mode JVP in t, or a one-sided finite differen
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from pysens.derivatives.autotune import inside_transform, measured_choice
+from pysens.derivatives.autotune import inside_transform
 
 from .driver import Attempt, Counter, ErrorNorm, Stepper, WorkCounts, bcast, integrate
 from .linalg import DenseSolver, GraphJVP, KrylovSolver, make_linear_solver
@@ -176,6 +177,8 @@ _R23_D = 1.0 / (2.0 + math.sqrt(2.0))
 # refine a step's dense solves when their rounding, eps·(|k| + hγ|J||k|), exceeds this fraction of atol (per sample)
 REFINE_FRACTION_OF_ATOL = 1e-3
 _R23_E32 = 6.0 + math.sqrt(2.0)
+FUSED_TIMING_ROUNDS = 3  # first-step timings of the fused vs separate linearisation (RosenbrockStepper)
+FUSED_MARGIN = 1.25
 
 
 class _Workspace:
@@ -217,7 +220,9 @@ class RosenbrockStepper(Stepper):
         self.f0: Tensor | None = None
         dense = isinstance(self.linear, DenseSolver)
         self.graph_jvp = GraphJVP(problem, problem.f, implicit_only=False) if dense else None
+        self._refine: bool | None = None  # this step's solves are refined (decided at its first solve)
         self._refine_rows: Tensor | None = None
+        self._refine_every = False
         self._floor: Tensor | None = None
         self._fused: bool | None = None  # f, J and ∂f/∂t from one pass (decided after the first step)
         self._t_jvp_ok = False
@@ -250,7 +255,7 @@ class RosenbrockStepper(Stepper):
         dense_of_f = isinstance(self.linear, DenseSolver) and self.problem.jac is None
         return dense_of_f and not x.requires_grad and not inside_transform(x)
 
-    def _linearise_fused(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _linearise_fused(self, t: Tensor, x: Tensor, h: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(f(t, x), J [B, d, d], ∂f/∂t or None)`` from ONE evaluation of f on d stacked copies of the rows (t
         repeated with them) and ONE reverse pass with cotangent e_i on copy i: row i of every J_b and, from the
         times' gradient, ∂f_i/∂t; copy 0 is f(t, x) itself. None: f does not depend on t (∂f/∂t = 0)."""
@@ -264,7 +269,10 @@ class RosenbrockStepper(Stepper):
             y = self.problem.f(times, leaf)
             if y.shape != leaf.shape:
                 raise ValueError(f"f must map rows shaped {tuple(x.shape[1:])} to the same shape, got {tuple(y.shape)}")
-            gx, gt = torch.autograd.grad(y, (leaf, times), self._selector, allow_unused=True)
+            if y.requires_grad:
+                gx, gt = torch.autograd.grad(y, (leaf, times), self._selector, allow_unused=True)
+            else:  # f depends on neither x nor t
+                gx = gt = None
         f0 = y.detach()[:B]
         J = torch.zeros(B, d, d, dtype=x.dtype, device=x.device) if gx is None else gx.reshape(d, B, d).permute(1, 0, 2)
         T = None if gt is None else gt.reshape(d, B).T.reshape(x.shape)
@@ -277,11 +285,30 @@ class RosenbrockStepper(Stepper):
         self.f0 = f0  # the finite-difference ∂f/∂t uses it
         return f0, self.linear.jacobian(t.to(x.dtype), x), self._time_derivative(t, x, h)
 
+    def _fused_is_faster(self, t: Tensor, x: Tensor, h: Tensor) -> bool:
+        """Both linearisations timed ``FUSED_TIMING_ROUNDS`` times, interleaved; the fused pass is taken unless the
+        separate one's best time beats it by ``FUSED_MARGIN`` (fewer operations: it wins on the small systems a
+        dense solve serves unless f's own cost dominates; the margin keeps a load burst on a shared machine from
+        flipping the choice). Both are exact (equal to round-off), so the choice costs speed, never accuracy."""
+        best = {"fused": math.inf, "separate": math.inf}
+        nf, rows = self.f.n, self.f.rows
+        try:
+            for _ in range(FUSED_TIMING_ROUNDS):
+                for name, run in (("fused", self._linearise_fused), ("separate", self._linearise_separate)):
+                    start = time.perf_counter()
+                    run(t, x, h)
+                    best[name] = min(best[name], time.perf_counter() - start)
+        except (RuntimeError, NotImplementedError):  # an operation of f without a reverse-mode derivative
+            return False
+        finally:
+            self.f.n, self.f.rows = nf, rows  # measuring is not the solve's work
+        return best["fused"] <= FUSED_MARGIN * best["separate"]
+
     def _linearise(self, t: Tensor, x: Tensor, h: Tensor) -> Tensor | None:
         """Set J (and f0) at the step's start; returns ∂f/∂t there (None when f does not depend on t).
 
         Where :meth:`_fusable`, the first step measures the fused pass against the separate evaluations
-        (:func:`pysens.derivatives.autotune.measured_choice`) and later steps run the faster; the fused pass runs
+        (:meth:`_fused_is_faster`) and later steps run the faster; the fused pass runs
         only where forward mode in t worked (a time used through ``float(t)`` would read as ∂f/∂t = 0 in reverse
         mode, where the separate path falls back to a finite difference)."""
         if self._same_point:  # every sample was rejected: same (t, x), same J and ∂f/∂t
@@ -295,14 +322,7 @@ class RosenbrockStepper(Stepper):
         fresh_f0 = self.f0 is None
         if self._fused is None:  # first step: the separate path, then (f differentiable in t) the faster of both
             f0, J, T = self._linearise_separate(t, x, h)
-            self._fused = False
-            if self._fusable(x) and self._t_jvp_ok:
-                candidates = {
-                    "separate": lambda: self._linearise_separate(t, x, h),
-                    "fused": lambda: self._linearise_fused(t, x),
-                }
-                engine, (f0, J, T) = measured_choice("rosenbrock_point", ("rhs", id(self.problem.f)), x, candidates)
-                self._fused = engine == "fused"
+            self._fused = self._fusable(x) and self._t_jvp_ok and self._fused_is_faster(t, x, h)
         elif self._fused:
             f0, J, T = self._linearise_fused(t, x)
             if fresh_f0:  # copy 0 of the pass: the evaluation of f at the step's start
@@ -320,7 +340,7 @@ class RosenbrockStepper(Stepper):
         hgamma = h * gamma
         T = self._linearise(t, x, h)
         singular = self.linear.factor(hgamma)
-        self._t, self._x, self._refine_rows = t, x, None
+        self._t, self._x, self._refine = t, x, None
         # Rosenbrock23's stage vectors are slopes (x_new = x + h k): their rounding reaches x times |h|
         self._k_to_x = bcast(h.abs().to(x.dtype), x) if self.tab is None else None
         hb = bcast(h.to(x.dtype), x)
@@ -344,21 +364,33 @@ class RosenbrockStepper(Stepper):
         far below atol) costs one |J||k| product per step.
         """
         k = self.linear.solve(r)
-        if self.graph_jvp is None or not (self.graph_jvp.available or self.graph_jvp.hook is not None):
+        if self._refine is None:  # decided at the step's first solve
+            self._refine = self._decide_refinement(k)
+        if not self._refine:
             return k
-        if self._refine_rows is None:
-            if self._floor is None:  # the error norm's absolute floor (atol; rtol·|x0| where atol is 0)
-                zero = self.norm.scale(torch.zeros_like(self._x))
-                self._floor = torch.where(zero > 0, zero, self.norm.scale(self.problem.x0.to(zero.dtype)))
-            floor = self._floor.clamp_min(torch.finfo(k.dtype).tiny)
-            gross = self.linear.gross(k) if self._k_to_x is None else self._k_to_x * self.linear.gross(k)
-            rounding = torch.finfo(k.dtype).eps * gross / floor
-            self._refine_rows = rounding.flatten(1).amax(1) > REFINE_FRACTION_OF_ATOL
-        if not bool(self._refine_rows.any()):
+        if not (self.graph_jvp.available or self.graph_jvp.hook is not None):  # f turned out not to take complex x
+            self._refine = False
             return k
         self.f.n += 1
         Jk = self.graph_jvp(self._t.to(k.dtype), self._x, k)
-        return k if Jk is None else self.linear.refine(r, k, Jk, self._refine_rows, self._floor)
+        if Jk is None:
+            return k
+        return self.linear.refine(r, k, Jk, self._refine_rows, self._floor, every=self._refine_every)
+
+    def _decide_refinement(self, k: Tensor) -> bool:
+        """Whether this step's solves are refined (:meth:`_solve`); sets the per-sample ``_refine_rows``."""
+        if self.graph_jvp is None or not (self.graph_jvp.available or self.graph_jvp.hook is not None):
+            return False
+        if self._floor is None:  # the error norm's absolute floor (atol; rtol·|x0| where atol is 0)
+            zero = self.norm.scale(torch.zeros_like(self._x))
+            self._floor = torch.where(zero > 0, zero, self.norm.scale(self.problem.x0.to(zero.dtype)))
+            self._floor_tiny = self._floor.clamp_min(torch.finfo(k.dtype).tiny)
+        gross = self.linear.gross(k) if self._k_to_x is None else self._k_to_x * self.linear.gross(k)
+        rounding = torch.finfo(k.dtype).eps * gross / self._floor_tiny
+        self._refine_rows = rounding.flatten(1).amax(1) > REFINE_FRACTION_OF_ATOL
+        count = int(self._refine_rows.sum())
+        self._refine_every = count == k.shape[0]
+        return count > 0
 
     def _workspace(self, x: Tensor) -> _Workspace:
         """The step's buffers and their views, made once per state shape (Rosenbrock solves keep the whole batch)."""

@@ -309,8 +309,9 @@ class RosenbrockStepper(Stepper):
 
         Where :meth:`_fusable`, the first step measures the fused pass against the separate evaluations
         (:meth:`_fused_is_faster`) and later steps run the faster; the fused pass runs
-        only where forward mode in t worked (a time used through ``float(t)`` would read as ∂f/∂t = 0 in reverse
-        mode, where the separate path falls back to a finite difference)."""
+        only where forward mode in t ran on the first step (an f that cannot be differentiated in t, e.g. numpy
+        inside, keeps the finite-difference ∂f/∂t of the separate path). A time read through ``float(t)`` leaves
+        the graph in either mode and reads as ∂f/∂t = 0 (as before this pass existed)."""
         if self._same_point:  # every sample was rejected: same (t, x), same J and ∂f/∂t
             return self._T
         if not isinstance(self.linear, DenseSolver):

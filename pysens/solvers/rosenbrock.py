@@ -11,7 +11,10 @@ matrix M = I − hγ J, so one factorisation (dense) or one linearisation point 
 step. Rodas4 and Rodas5P are stiffly accurate (x_new is the last stage's u_s + k_s, the error is k_s) and
 need the exact Jacobian each step. ``Rosenbrock23`` is Shampine's L-stable W-method (MATLAB's ode23s).
 
-T = ∂f/∂t comes from a forward-mode JVP in t, or a one-sided finite difference when f does not support it.
+T = ∂f/∂t comes from a forward-mode JVP in t, or a one-sided finite difference when f does not support it. With a
+dense solve on f's own Jacobian, f(t, x), J and T usually come from one pass instead (f on d stacked copies of the
+rows, one reverse pass: :meth:`RosenbrockStepper._linearise_fused`), chosen by timing both on the first step. A step
+rejected for every sample keeps J and T for its retry (same point).
 """
 
 from __future__ import annotations

@@ -158,6 +158,10 @@ def _initial_step(
 FLOOR_ULPS = 16
 
 
+def _identity(v: Tensor) -> Tensor:
+    return v
+
+
 def step_floor(t: Tensor, span: float) -> Tensor:
     """The default smallest step per sample, ``[B]``: ``FLOOR_ULPS`` ulp of the sample's current time.
 
@@ -219,6 +223,9 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
         grid = fixed_grid(problem.tspan, opts.dt, opts.timesteps, None if dense else opts.saveat).to(device)
 
     t_end = torch.full((B,), t1, dtype=torch.float64, device=device)
+    ahead = _identity if direction > 0 else torch.neg  # a time difference measured along the direction of travel
+    target, unsaved = saveat[idx.clamp(max=n_save - 1)], idx < n_save  # each sample's next save time (cached)
+    any_after_reject = False
     iteration = 0
     while not bool(done.all()):
         if iteration >= (opts.maxiters if opts.adaptive else grid.numel() - 1):
@@ -229,12 +236,11 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
         active = ~done
         if opts.adaptive:
             remaining = t_end - t
-            hs = torch.where(direction * (h - remaining) >= 0, remaining, h)
+            hs = torch.where(ahead(h - remaining) >= 0, remaining, h)
             if not dense:
-                nxt = saveat[idx.clamp(max=n_save - 1)] - t
-                clip = (idx < n_save) & (direction * (hs - nxt) > 0)
-                hs = torch.where(clip, nxt, hs)
-            hs = torch.where(active, hs, torch.zeros_like(hs))
+                nxt = target - t
+                hs = torch.where(unsaved & (ahead(hs - nxt) > 0), nxt, hs)
+            hs = torch.where(active, hs, 0.0)
             t_new = torch.where(hs == remaining, t_end, t + hs)
         else:
             t_new = torch.where(active, grid[iteration + 1], t)
@@ -257,9 +263,8 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
 
         # fill the save points that fall inside accepted steps
         while True:
-            target = saveat[idx.clamp(max=n_save - 1)]
             slack = time_slack(target, t_new)
-            pend = accept & (idx < n_save) & (direction * (target - t_new) <= slack)
+            pend = accept & unsaved & (ahead(target - t_new) <= slack)
             if not bool(pend.any()):
                 break
             at_end = (target - t_new).abs() <= slack
@@ -270,29 +275,40 @@ def integrate(problem: ODEProblem, stepper: Stepper, opts: SolveOptions, norm: E
                 val = att.x_new
             out[idx[pend], arange[pend]] = val[pend]
             idx += pend.long()
+            target, unsaved = saveat[idx.clamp(max=n_save - 1)], idx < n_save
 
         stepper.commit(accept, t_new, att.x_new, att)
         x = torch.where(bcast(accept, x), att.x_new, x)
         t = torch.where(accept, t_new, t)
-        naccept += accept.long()
-        nreject += reject.long()
+        naccept += accept
+        nreject += reject
         done |= accept & (t == t_end)
 
         if opts.adaptive:
-            safe_err = torch.where(finite & ~newton_failed, err, torch.full_like(err, math.inf))
+            # with no rejection in this attempt (the common case) the rejection bookkeeping is skipped: every accepted
+            # sample's error is finite, the shrink factor and failure reason are unused
+            any_reject = bool(reject.any())
+            safe_err = torch.where(finite & ~newton_failed, err, math.inf) if any_reject else err
             grow = SAFETY * safe_err.clamp_min(1e-10) ** (-beta1) * err_prev**beta2
             grow = grow.clamp(QMIN, QMAX)
-            grow = torch.where(after_reject, grow.clamp(max=1.0), grow)
-            shrink = (SAFETY * safe_err ** (-1.0 / k_err)).nan_to_num(nan=QMIN).clamp(QMIN, 1.0)
+            if any_after_reject:
+                grow = torch.where(after_reject, grow.clamp(max=1.0), grow)
             h_used = torch.where(hs != 0, hs, h)
-            h = torch.where(accept, h_used * grow, torch.where(reject, h_used * shrink, h))
+            if any_reject:
+                shrink = (SAFETY * safe_err ** (-1.0 / k_err)).nan_to_num(nan=QMIN).clamp(QMIN, 1.0)
+                h = torch.where(accept, h_used * grow, torch.where(reject, h_used * shrink, h))
+            else:
+                h = torch.where(accept, h_used * grow, h)
             if opts.dtmax is not None:
                 h = h.clamp(-opts.dtmax, opts.dtmax)
             err_prev = torch.where(accept, err.clamp_min(1e-4), err_prev)
-            after_reject = torch.where(active, reject, after_reject)
-            # a non-finite state or error outranks a failed Newton solve (a NaN right-hand side fails both): Unstable
-            why = torch.where(~finite, 1, torch.where(newton_failed, 2, 0))
-            last_failure = torch.where(reject, why, last_failure)
+            if any_reject or any_after_reject:
+                after_reject = torch.where(active, reject, after_reject)
+                any_after_reject = bool(after_reject.any())
+            if any_reject:
+                # a non-finite state or error outranks a failed Newton solve (a NaN right-hand side fails both)
+                why = torch.where(~finite, 1, torch.where(newton_failed, 2, 0))
+                last_failure = torch.where(reject, why, last_failure)
             tiny = ~done & (h.abs() < (step_floor(t, span) if user_dtmin is None else user_dtmin))
             if bool(tiny.any()):
                 code[tiny & (last_failure == 0)] = _CODES.index(DT_LESS_THAN_MIN)

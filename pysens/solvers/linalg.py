@@ -57,12 +57,15 @@ class DenseSolver:
         self.D: Tensor | None = None  # [B, d, 1] row/column scale of the system, or None
         self.lu = None
         self.hgamma: Tensor | None = None
+        self._eye: Tensor | None = None
 
-    def set_jacobian(self, t: Tensor, x: Tensor, rows: Tensor | None = None) -> None:
+    def set_jacobian(self, t: Tensor, x: Tensor, rows: Tensor | None = None, J: Tensor | None = None) -> None:
         """Evaluate J (and the scale D) at ``(t, x)``; with ``rows`` (a ``[B]`` mask), only those samples' are
-        replaced and the others keep theirs (per-sample Jacobian reuse)."""
+        replaced and the others keep theirs (per-sample Jacobian reuse). ``J`` ``[B, d, d]``: the Jacobian at
+        ``(t, x)`` when the caller already has it (it is then only stored and counted)."""
         # the driver keeps clocks in float64; right-hand sides see times in the state's dtype
-        J = self.jacobian(t.to(x.dtype), x)
+        if J is None:
+            J = self.jacobian(t.to(x.dtype), x)
         self.work.njac += 1
         D = None
         if self.norm is not None:
@@ -76,17 +79,18 @@ class DenseSolver:
             self.D = torch.where(rows[:, None, None], D, self.D)
 
     def factor(self, hgamma: Tensor) -> Tensor:
-        """Factor M = I − hγ J (scaled: D⁻¹ M D) for every sample; returns a ``[B]`` mask of singular samples."""
+        """Factor M = I − hγ J (scaled: D⁻¹ M D) for every sample; returns a ``[B]`` mask of singular samples (an
+        exactly zero pivot, which LAPACK reports in ``info``, or a non-finite one)."""
         J = self.J
         if self.D is not None:
             J = J * (self.D.transpose(1, 2) / self.D)  # (D⁻¹ J D)_ij = J_ij D_j / D_i
-        eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
-        M = eye - hgamma.to(J.dtype)[:, None, None] * J
+        if self._eye is None or self._eye.shape[0] != J.shape[-1] or self._eye.dtype != J.dtype:
+            self._eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
+        M = self._eye - hgamma.to(J.dtype)[:, None, None] * J
         lu, piv, info = torch.linalg.lu_factor_ex(M)
         self.lu, self.piv, self.hgamma = lu, piv, hgamma
         self.work.nfactor += 1
-        diag = lu.diagonal(dim1=-2, dim2=-1).abs()
-        return (info != 0) | ~torch.isfinite(diag).all(-1) | (diag.min(-1).values == 0)
+        return (info != 0) | ~torch.isfinite(lu.diagonal(dim1=-2, dim2=-1)).all(-1)
 
     def solve(self, r: Tensor) -> Tensor:
         self.work.nlinsolve += 1
@@ -104,18 +108,22 @@ class DenseSolver:
         hg = self.hgamma.to(k.dtype).abs()[:, None, None]
         return (kb + hg * (self.J.abs() @ kb)).reshape(k.shape)
 
-    def refine(self, r: Tensor, k: Tensor, Jk: Tensor, rows: Tensor, scale: Tensor) -> Tensor:
-        """One step of iterative refinement of ``M k = r`` for the samples in ``rows`` (a ``[B]`` mask), with the
-        residual ``r − k + hγ·Jk`` built from ``Jk = J k`` computed by the caller along the right-hand side's own
-        arithmetic (see :class:`GraphJVP`). The correction of a solve that was exact to rounding is tiny; a sample
-        whose correction exceeds √eps of ``|k| + scale`` in some component (``Jk`` disagrees with the factored J:
-        a JVP that does not follow f) keeps its unrefined ``k``."""
+    def refine(self, r: Tensor, k: Tensor, Jk: Tensor, rows: Tensor, scale: Tensor, every: bool = False) -> Tensor:
+        """One step of iterative refinement of ``M k = r`` for the samples in ``rows`` (a ``[B]`` mask; ``every``:
+        the caller knows it holds every sample), with the residual ``r − k + hγ·Jk`` built from ``Jk = J k``
+        computed by the caller along the right-hand side's own arithmetic (see :class:`GraphJVP`). The correction of
+        a solve that was exact to rounding is tiny; a sample whose correction exceeds √eps of ``|k| + scale`` in
+        some component (``Jk`` disagrees with the factored J: a JVP that does not follow f) keeps its unrefined
+        ``k``."""
         hg = self.hgamma.to(k.dtype).reshape((-1,) + (1,) * (k.dim() - 1))
-        rows_b = rows.reshape(hg.shape)
-        res = torch.where(rows_b, r - (k - hg * Jk), torch.zeros_like(r))
+        res = r - (k - hg * Jk)
+        if not every:
+            res = torch.where(rows.reshape(hg.shape), res, torch.zeros_like(r))
         delta = self.solve(res)
         limit = REFINE_MAX_CORRECTION * (k.abs() + scale)
-        ok = rows & (delta.abs() <= limit).flatten(1).all(1)
+        ok = (delta.abs() <= limit).flatten(1).all(1)
+        if not every:
+            ok = rows & ok
         return torch.where(ok.reshape(hg.shape), k + delta, k)
 
 

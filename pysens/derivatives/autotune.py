@@ -34,7 +34,8 @@ def batch_bucket(n: int) -> int:
 
 
 def cache_key(kind: str, key: Hashable, x: Tensor) -> tuple:
-    return (kind, key, batch_bucket(x.shape[0]), tuple(x.shape[1:]), str(x.device), x.dtype)
+    shape = x.shape
+    return (kind, key, 1 << max(shape[0] - 1, 0).bit_length(), shape[1:], x.device, x.dtype)  # bucket inlined
 
 
 def _sync(x: Tensor) -> None:

@@ -433,12 +433,14 @@ def _likelihood_speed(results: Path) -> str:
     data = _load(results, "likelihood_speed.json")
     out = ""
     if data.get("engines"):
-        out += "**Exact divergence per call** (float64, one thread, t = 0.5; ms, min over interleaved rounds)\n\n"
+        clock = "CPU ms of the thread" if data["engines"][0].get("clock") else "ms"
+        out += f"**Exact divergence per call** (float64, one thread, t = 0.5; {clock}, min over interleaved rounds)\n\n"
+        names = [k for k in ("loop", "vjp", "grad-batched", "jvp", "auto") if k in data["engines"][0]["ms"]]
         rows = [
             [
                 e["case"],
                 str(e["batch"]),
-                *(_num(e["ms"][k], ".2f") for k in ("loop", "vjp", "jvp", "auto")),
+                *(_num(e["ms"][k], ".2f") for k in names),
                 e["auto_chose"],
                 _times(e["loop_over_auto"]),
                 _num(max(e["max_abs_diff_vs_loop"].values()), ".1e"),
@@ -446,7 +448,7 @@ def _likelihood_speed(results: Path) -> str:
             ]
             for e in data["engines"]
         ]
-        head = ["score", "B", "loop", "vjp", "jvp", "auto", "auto chose", "loop / auto", "max Δ vs loop", "≥ 1.0×"]
+        head = ["score", "B", *names, "auto chose", "loop / auto", "max Δ vs loop", "≥ 1.0×"]
         out += _table(head, rows)
     level = data.get("target_error")
     for r in data.get("end_to_end", []):

@@ -1,9 +1,12 @@
 """``engine="auto"``: pick the fastest engine by measuring once per (callable, shape, device, dtype), then cache.
 
-Like cuDNN's benchmark mode: the first call with a new key runs every candidate engine twice, interleaved
-(round 1 warms up, round 2 is timed; on a shared machine a load burst then falls on one round of every
-candidate alike), keeps the fastest, and returns that engine's result from the measuring run, so nothing is
-computed only to be thrown away. Later calls with the same key run the cached engine once.
+Like cuDNN's benchmark mode: the first call with a new key runs every candidate engine :data:`ROUNDS` times,
+interleaved (the first round also warms up; each candidate's time is its least, so a load burst on a shared
+machine during one run does not decide), keeps the fastest, and returns that engine's result from the measuring run, so
+nothing is computed only to be thrown away. Later calls with the same key look the engine up and run it once
+(a dictionary lookup: no candidates are built). On a CPU with one intra-op thread the clock is this thread's
+CPU time (all of the call's work runs on it, and other processes' load does not count); otherwise wall time,
+after synchronising the device.
 
 The key is ``(key, batch bucket, event shape, device, dtype)``; the batch bucket is the batch size rounded up
 to a power of two, so a solver that compacts its batch (fewer rows every step) does not re-measure at every
@@ -22,6 +25,7 @@ import torch
 from torch import Tensor
 
 _CACHE: dict[tuple, str] = {}
+ROUNDS = 3
 
 
 def batch_bucket(n: int) -> int:
@@ -30,7 +34,8 @@ def batch_bucket(n: int) -> int:
 
 
 def cache_key(kind: str, key: Hashable, x: Tensor) -> tuple:
-    return (kind, key, batch_bucket(x.shape[0]), tuple(x.shape[1:]), str(x.device), x.dtype)
+    shape = x.shape
+    return (kind, key, 1 << max(shape[0] - 1, 0).bit_length(), shape[1:], x.device, x.dtype)  # bucket inlined
 
 
 def _sync(x: Tensor) -> None:
@@ -38,31 +43,50 @@ def _sync(x: Tensor) -> None:
         torch.cuda.synchronize(x.device)
 
 
-def measured_choice(kind: str, key: Hashable, x: Tensor, candidates: dict[str, Callable[[], Any]]) -> tuple[str, Any]:
-    """``(engine, result)``: the cached engine for this key run once, or (first time) every candidate measured."""
-    k = cache_key(kind, key, x)
-    if k in _CACHE and _CACHE[k] in candidates:
-        name = _CACHE[k]
-        return name, candidates[name]()
+def _clock(x: Tensor) -> Callable[[], float]:
+    """This thread's CPU seconds on a one-thread CPU run, else wall seconds."""
+    if x.device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
+def cached_engine(k: tuple) -> str | None:
+    """The engine measured for cache key ``k`` (:func:`cache_key`), or None before the first measurement."""
+    return _CACHE.get(k)
+
+
+def measure_engines(k: tuple, x: Tensor, candidates: dict[str, Callable[[], Any]]) -> tuple[str, Any]:
+    """Run every candidate :data:`ROUNDS` times, interleaved; cache the fastest under ``k``; ``(its name, its
+    result)``."""
     best: dict[str, float] = {}
     results: dict[str, Any] = {}
-    for _ in range(2):
+    clock = _clock(x)
+    for _ in range(ROUNDS):
         for name, run in candidates.items():
             _sync(x)
-            start = time.perf_counter()
+            start = clock()
             try:
                 results[name] = run()
             except (RuntimeError, NotImplementedError):  # an engine the callable does not support
                 best[name] = float("inf")
                 continue
             _sync(x)
-            best[name] = time.perf_counter() - start  # round 2 overwrites round 1 (the warm-up)
+            best[name] = min(best.get(name, float("inf")), clock() - start)
     usable = {n: s for n, s in best.items() if n in results}
     if not usable:
-        raise RuntimeError(f"no {kind} engine could evaluate this callable (tried {list(candidates)})")
+        raise RuntimeError(f"no engine could evaluate this callable (tried {list(candidates)} for {k[0]})")
     name = min(usable, key=usable.get)
     _CACHE[k] = name
     return name, results[name]
+
+
+def measured_choice(kind: str, key: Hashable, x: Tensor, candidates: dict[str, Callable[[], Any]]) -> tuple[str, Any]:
+    """``(engine, result)``: the cached engine for this key run once, or (first time) every candidate measured."""
+    k = cache_key(kind, key, x)
+    name = _CACHE.get(k)
+    if name in candidates:
+        return name, candidates[name]()
+    return measure_engines(k, x, candidates)
 
 
 def clear_engine_cache() -> None:

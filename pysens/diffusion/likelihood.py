@@ -80,7 +80,7 @@ def log_likelihood(
         divergence_engine: the exact divergence's engine (:func:`pysens.derivatives.divergence`): ``"auto"``
             (default) uses the model's closed form when it has one (``score.score_and_divergence(x, t)``, e.g.
             :class:`~pysens.diffusion.GaussianMixtureScore`), else the fastest of the exact engines measured once
-            for this score and shape; or force ``"vjp"``, ``"jvp"``, ``"loop"``, ``"analytic"``.
+            for this score and shape; or force ``"vjp"``, ``"grad-batched"``, ``"jvp"``, ``"loop"``, ``"analytic"``.
         terminal_log_density: ``log p_T(x_T) -> [B]``; default ``process.prior_log_density``.
         method, backend, rtol, atol, **solve_kwargs: passed to :func:`pysens.solve`.
     """

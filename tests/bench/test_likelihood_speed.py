@@ -59,6 +59,6 @@ def test_engines_part_writes_json_and_renders(tmp_path):
     data = json.loads((tmp_path / "likelihood_speed.json").read_text())
     assert [e["case"] for e in data["engines"]] == ["mixture d=16", "MLP d=16", "MLP d=64"]
     for e in data["engines"]:
-        assert e["auto_chose"] in ("vjp", "jvp", "loop")
+        assert e["auto_chose"] in ("vjp", "grad-batched", "jvp", "loop") or e["auto_chose"].startswith("grad-batched:")
         assert max(e["max_abs_diff_vs_loop"].values()) <= 1e-12 * max(1.0, e["scale"])
     assert "loop / auto" in render("likelihood-speed", tmp_path)

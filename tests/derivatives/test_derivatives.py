@@ -2,6 +2,7 @@
 mixture score (its Jacobian and divergence in closed form). Exact engines agree with the closed forms to a few
 ulp of O(1) arithmetic (1e-12); finite-difference engines to their truncation/rounding balance."""
 
+import importlib
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from pysens.derivatives.autotune import batch_bucket
 from pysens.diffusion import VP, EmpiricalScore, GaussianMixtureScore
 
 B, d = 5, 4
-EXACT_DIVERGENCE = ("vjp", "jvp", "loop", "auto")
+EXACT_DIVERGENCE = ("vjp", "grad-batched", "jvp", "loop", "auto")
 
 
 def _field():
@@ -188,3 +189,37 @@ def test_row_jacobian_engines_with_per_sample_times(engine, xv):
     with torch.no_grad():
         J = D.row_jacobian(g, t, x, engine=engine)
     assert (J - t[:, None, None] * jac(x)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 8])
+def test_grad_batched_in_chunks_matches_trace(chunk, xv):
+    f, jac = _field()
+    x, _ = xv
+    exact = jac(x).diagonal(dim1=1, dim2=2).sum(-1)
+    with torch.no_grad():
+        fx, div = D.divergence(f, x, engine="grad-batched", chunk_size=chunk)
+    assert torch.allclose(fx, f(x), atol=1e-14, rtol=0)
+    assert (div - exact).abs().max() < 1e-12
+
+
+def test_auto_measures_the_chunked_engine_for_large_batches_and_keeps_graph_calls_apart(xv, monkeypatch):
+    dv = importlib.import_module("pysens.derivatives.divergence")  # the package exports a function of that name
+
+    f, jac = _field()
+    x, _ = xv
+    exact = jac(x).diagonal(dim1=1, dim2=2).sum(-1)
+    assert dv.cache_chunk(256, 64) == 4 and dv.cache_chunk(64, 16) is None and dv.cache_chunk(1 << 20, 8) == 1
+    monkeypatch.setattr(dv, "CACHE_ELEMENTS", 2 * B * d)  # so that a batch of 5 rows of 4 counts as large: chunk 2
+    assert dv.cache_chunk(B, d) == 2
+    D.clear_engine_cache()
+    with torch.no_grad():
+        for _ in range(2):  # the measuring call, then the cached engine
+            assert (D.divergence(f, x, key="field")[1] - exact).abs().max() < 1e-12
+    (choice,) = D.chosen_engines().values()
+    assert choice in ("vjp", "grad-batched", "grad-batched:2", "loop", "jvp")
+    # a call that needs a graph is cached apart and never served by an evaluation-only engine
+    leaf = x.clone().requires_grad_(True)
+    _, div = D.divergence(f, leaf, key="field")
+    (g,) = torch.autograd.grad(div.sum(), leaf)
+    assert torch.isfinite(g).all() and len(D.chosen_engines()) == 2
+    assert set(D.chosen_engines().values()) - {choice} <= {"vjp", "jvp"}

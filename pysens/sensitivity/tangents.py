@@ -19,12 +19,15 @@ CPU thread: mixture score 34 ms against 140 ms for P = 1, MLP score 117 ms for P
 
 Without the Jacobian (no divergence or Hutchinson, P < d), ``engine="reverse"`` forms the P products by reverse mode
 twice (J v is the VJP of the linear map u ↦ Jᵀu, vmapped over the tangents, after one recorded forward pass) and the
-Hutchinson quadratic forms z_kᵀ J z_k as (Jᵀ z_k)·z_k with one VJP per probe. On CPU this avoids forward mode's
-per-operation overhead in ``torch.func`` (zero tangents of the weights go through decomposed kernels): for a width-256
-MLP score, d = 64, B = 64, float32, one thread, it measured about half the time of the vmapped JVP at P = 1 and P = 8.
-``engine="auto"`` measures the two once per (score, P, probes, shape, device, dtype) and keeps the faster
-(:func:`measured_jets`, best of two timed rounds; an engine the model cannot run is skipped). All engines give
-the same values up to round-off.
+Hutchinson quadratic forms z_kᵀ J z_k as (Jᵀ z_k)·z_k with one VJP per probe; ``engine="autograd"`` does the same with
+plain autograd, the first probe's backward pass doubling as the map u ↦ Jᵀu (no graph on its results: only with
+grad mode off, as solves run). On CPU these avoid forward mode's per-operation overhead in ``torch.func`` (zero
+tangents of the weights go through decomposed kernels). Measured on one CPU thread, float32, B = 64, d = 64, one
+probe (CPU ms, P = 0 / 1 / 8): width-256 MLP score: forward 7.2 / 5.7 / 11.1, reverse 2.3 / 3.6 / 7.6, autograd
+1.6 / 2.3 / 5.2; ConvScore: forward 79 / 86 / 264, reverse 40 / 93 / 303, autograd 31 / 80 / 322. No engine wins
+everywhere, so ``engine="auto"`` measures them once per (score, P, probes, shape, device, dtype) and keeps the
+fastest (:func:`measured_jets`, best of two timed rounds; an engine the model cannot run is skipped). All engines
+give the same values up to round-off.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from pysens.validation import check_output
 __all__ = ["DIVERGENCES", "ScoreJets", "check_differentiable", "chosen_jet_engines", "score_jets"]
 
 DIVERGENCES = ("exact", "hutchinson")
-JET_ENGINES = ("auto", "forward", "reverse", "jacobian")
+JET_ENGINES = ("auto", "forward", "reverse", "autograd", "jacobian")
 
 
 @dataclass
@@ -79,10 +82,11 @@ def score_jets(
         divergence: None, ``"exact"`` (d basis tangents) or ``"hutchinson"`` (``probes`` ``[K, B, *event]``).
         chunk_size: passed to ``torch.func.vmap`` to bound memory (exact divergence in high d).
         engine: ``"forward"`` (one vmapped JVP), ``"reverse"`` (double-VJP products, VJP Hutchinson forms; with the
-            exact divergence the Jacobian path, which is reverse mode too), ``"jacobian"`` (reverse-mode Jacobian
-            blocks, products by bmm) or ``"auto"`` (``"jacobian"`` when the exact divergence is asked for or P ≥ d
-            without Hutchinson probes, else the faster of ``"forward"`` and ``"reverse"``, measured once and cached;
-            ``"forward"`` inside ``torch.func`` transforms).
+            exact divergence the Jacobian path, which is reverse mode too), ``"autograd"`` (the same by plain
+            autograd, results without a graph), ``"jacobian"`` (reverse-mode Jacobian blocks, products by bmm) or
+            ``"auto"`` (``"jacobian"`` when the exact divergence is asked for or P ≥ d without Hutchinson probes,
+            else the fastest of ``"forward"``, ``"reverse"`` and, when grad mode is off, ``"autograd"``, measured once
+            and cached; ``"forward"`` inside ``torch.func`` transforms).
 
     A score model with a ``closed_form_jets(x, t, tangents, divergence=, probes=)`` method (such as
     :class:`~pysens.sensitivity.reference.DataLaw`) answers all three itself, whatever ``engine``.
@@ -130,13 +134,52 @@ def score_jets(
     def reverse() -> ScoreJets:
         return _jets_reverse(field, x, tangents, divergence, probes, chunk_size)
 
+    def plain_autograd() -> ScoreJets:
+        return _jets_autograd(field, x, tangents, divergence, probes)
+
     if engine == "forward" or (engine == "auto" and inside_transform(x)):
         return forward()
     if engine == "reverse":
         return reverse()
+    if engine == "autograd":
+        return plain_autograd()
     K = 0 if probes is None or divergence != "hutchinson" else probes.shape[0]
+    candidates = {"forward": forward, "reverse": reverse}
+    if not torch.is_grad_enabled():  # its results carry no graph: only where none is recorded (as solves run)
+        candidates["autograd"] = plain_autograd
     # keyed by id, not by the model itself: the cache must not keep models alive (a reused id only costs speed)
-    return measured_jets(cache_key(f"score_jets:P={P}:K={K}", id(score), x), {"forward": forward, "reverse": reverse})
+    key = cache_key(f"score_jets:P={P}:K={K}:{'+'.join(candidates)}", id(score), x)
+    return measured_jets(key, candidates)
+
+
+def _jets_autograd(
+    field: Callable[[Tensor], Tensor],
+    x: Tensor,
+    tangents: Tensor | None,
+    divergence: str | None,
+    probes: Tensor | None,
+) -> ScoreJets:
+    """Plain autograd, no ``torch.func``: one recorded forward pass; one backward pass at u = z_1 (the first probe,
+    or 0) recorded too, which gives Jᵀz_1 for Hutchinson and, being linear in u, J v as its gradient in u with
+    cotangent v, one more backward per tangent; further probes by one backward each. Results carry no graph."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        value = field(leaf)
+        hutchinson = divergence == "hutchinson"
+        has_tangents = tangents is not None and tangents.shape[0] > 0
+        u = (probes[0] if hutchinson else torch.zeros_like(value)).detach().requires_grad_(has_tangents)
+        (pulled,) = torch.autograd.grad(value, leaf, u, create_graph=has_tangents, retain_graph=True)
+        div = None
+        if hutchinson:
+            forms = [(pulled * probes[0]).flatten(1).sum(1)]
+            for z in probes[1:]:
+                (jt_z,) = torch.autograd.grad(value, leaf, z, retain_graph=True)
+                forms.append((jt_z * z).flatten(1).sum(1))
+            div = torch.stack(forms).mean(0).detach()
+        products = None
+        if has_tangents:
+            products = torch.stack([torch.autograd.grad(pulled, u, v, retain_graph=True)[0] for v in tangents])
+    return ScoreJets(value.detach(), products, div)
 
 
 _JET_CHOICES: dict[tuple, str] = {}

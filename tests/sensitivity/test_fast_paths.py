@@ -100,7 +100,7 @@ def _linear_score(A):
     return score
 
 
-@pytest.mark.parametrize("engine", ["forward", "reverse", "jacobian", "auto"])
+@pytest.mark.parametrize("engine", ["forward", "reverse", "autograd", "jacobian", "auto"])
 def test_score_jets_engines_give_the_exact_linear_jets(engine):
     d, B, P = 5, 4, 3
     g = torch.Generator().manual_seed(40)
@@ -143,11 +143,14 @@ def test_reverse_and_jacobian_reuse_equal_forward_mode_on_a_network():
     probes = torch.randn(2, B, 6, generator=g, dtype=DT)
     fwd = score_jets(model, x, t, v, divergence="hutchinson", probes=probes, engine="forward")
     rev = score_jets(model, x, t, v, divergence="hutchinson", probes=probes, engine="reverse")
+    plain = score_jets(model, x, t, v, divergence="hutchinson", probes=probes, engine="autograd")
     fwd_exact = score_jets(model, x, t, v, divergence="exact", engine="forward")
     jac_exact = score_jets(model, x, t, v, divergence="exact", engine="jacobian")
     tol = 1e3 * EPS * float(fwd.products.abs().max())
     assert torch.equal(fwd.score, rev.score)
     assert float((rev.products - fwd.products).abs().max()) <= tol
+    assert float((plain.products - fwd.products).abs().max()) <= tol
+    assert float((plain.divergence - fwd.divergence).abs().max()) <= 1e3 * EPS * float(fwd.divergence.abs().max())
     assert float((jac_exact.products - fwd.products).abs().max()) <= tol
     div_tol = 1e3 * EPS * float(fwd_exact.divergence.abs().max())
     assert float((jac_exact.divergence - fwd_exact.divergence).abs().max()) <= div_tol
@@ -163,13 +166,27 @@ def test_auto_measures_once_and_caches_its_choice():
     x = torch.randn(3, 4, dtype=DT)
     v = torch.randn(2, 3, 4, dtype=DT)
     probes = torch.randn(1, 3, 4, dtype=DT)
-    first = score_jets(model, x, 0.5, v, divergence="hutchinson", probes=probes)
-    keys = [k for k in chosen_jet_engines() if k[0] == "score_jets:P=2:K=1" and k[1] == id(model)]
-    assert len(keys) == 1 and chosen_jet_engines()[keys[0]] in ("forward", "reverse")
-    again = score_jets(model, x, 0.5, v, divergence="hutchinson", probes=probes)
+    with torch.no_grad():  # as solves run: the plain-autograd engine is a candidate too
+        first = score_jets(model, x, 0.5, v, divergence="hutchinson", probes=probes)
+        keys = [k for k in chosen_jet_engines() if k[0].startswith("score_jets:P=2:K=1:") and k[1] == id(model)]
+        assert len(keys) == 1 and chosen_jet_engines()[keys[0]] in ("forward", "reverse", "autograd")
+        assert "autograd" in keys[0][0]
+        again = score_jets(model, x, 0.5, v, divergence="hutchinson", probes=probes)
     assert torch.allclose(first.products, again.products, rtol=0, atol=1e3 * EPS * float(first.products.abs().max()))
 
 
 def test_bad_engine_is_named():
     with pytest.raises(ValueError, match="engine must be one of"):
         score_jets(_linear_score(torch.eye(2, dtype=DT)), torch.zeros(1, 2, dtype=DT), 0.5, engine="backward")
+
+
+@pytest.mark.parametrize("engine", ["forward", "reverse", "autograd", "auto"])
+def test_products_without_a_divergence_are_exact_on_a_linear_score(engine):
+    d, B, P = 4, 3, 2
+    g = torch.Generator().manual_seed(42)
+    A = torch.randn(d, d, generator=g, dtype=DT)
+    x, v = torch.randn(B, d, generator=g, dtype=DT), torch.randn(P, B, d, generator=g, dtype=DT)
+    with torch.no_grad():
+        jets = score_jets(_linear_score(A), x, 0.5, v, engine=engine)
+    assert jets.divergence is None
+    assert torch.allclose(jets.products, -v @ A.T, rtol=0, atol=d * EPS * float((v.abs() @ A.abs().T).max()))

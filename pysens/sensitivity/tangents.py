@@ -26,7 +26,7 @@ tangents of the weights go through decomposed kernels). Measured on one CPU thre
 probe (CPU ms, P = 0 / 1 / 8): width-256 MLP score: forward 7.2 / 5.7 / 11.1, reverse 2.3 / 3.6 / 7.6, autograd
 1.6 / 2.3 / 5.2; ConvScore: forward 79 / 86 / 264, reverse 40 / 93 / 303, autograd 31 / 80 / 322. No engine wins
 everywhere, so ``engine="auto"`` measures them once per (score, P, probes, shape, device, dtype) and keeps the
-fastest (:func:`measured_jets`, best of two timed rounds; an engine the model cannot run is skipped). All engines
+fastest (:func:`measured_jets`, best of three timed rounds; an engine the model cannot run is skipped). All engines
 give the same values up to round-off.
 """
 
@@ -183,7 +183,7 @@ def _jets_autograd(
 
 
 _JET_CHOICES: dict[tuple, str] = {}
-_TIMED_ROUNDS = 2
+_TIMED_ROUNDS = 3
 
 
 def measured_jets(key: tuple, candidates: dict[str, Callable[[], ScoreJets]]) -> ScoreJets:
@@ -191,9 +191,9 @@ def measured_jets(key: tuple, candidates: dict[str, Callable[[], ScoreJets]]) ->
     ``_TIMED_ROUNDS`` times interleaved, the fastest by its best round kept (returning its last result).
 
     Unlike :func:`pysens.derivatives.autotune.measured_choice` (one timed round), the best of several rounds is
-    what decides here: on a shared, oversubscribed CPU a single round was seen to keep the engine 1.6× slower for a
-    whole benchmark. On CPU the clock is the process CPU time (what one thread spends; waiting for a core is not
-    counted), on other devices the wall time after a synchronisation."""
+    what decides here: on a shared, oversubscribed CPU a single round (and once even the best of two) was seen to
+    keep an engine 1.3–1.6× slower for a whole benchmark. On CPU the clock is the process CPU time (what one thread
+    spends; waiting for a core is not counted), on other devices the wall time after a synchronisation."""
     name = _JET_CHOICES.get(key)
     if name in candidates:
         return candidates[name]()

@@ -163,6 +163,12 @@ def _spde(results: Path) -> str:
     return out
 
 
+def _short(x: float) -> str:
+    """1.25 -> "1.25", 1.0 -> "1.0", 0.35 -> "0.35"."""
+    text = f"{x:.2f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
 def _sensitivity(results: Path) -> str:
     data = _load(results, "sensitivity_cost.json")
     cfg = data["config"]
@@ -181,12 +187,12 @@ def _sensitivity(results: Path) -> str:
     )
     out += _table(["divergence", "case", "NFE", "JVPs", "wall [ms]", "CPU [ms]"], rows)
     for t in targets:
-        c1_target = t.get("c1_over_b_target", 1.25)
-        extra_target = t.get("extra_perturbation_over_a_target", 0.35)
+        c1_target = _short(t.get("c1_over_b_target", 1.25))
+        extra_target = _short(t.get("extra_perturbation_over_a_target", 0.35))
         out += (
             f"\n{t['divergence']} ({t.get('clock', 'wall')} time): (c, P=1)/(b) = **{_num(t['c1_over_b'], '.2f')}** "
-            f"(target ≤ {c1_target:g}: {'met' if t['c1_over_b_met'] else 'not met'}); extra perturbation/(a) = "
-            f"**{_num(t['extra_perturbation_over_a'], '.2f')}** (target ≤ {extra_target:g}: "
+            f"(target ≤ {c1_target}: {'met' if t['c1_over_b_met'] else 'not met'}); extra perturbation/(a) = "
+            f"**{_num(t['extra_perturbation_over_a'], '.2f')}** (target ≤ {extra_target}: "
             f"{'met' if t['extra_perturbation_over_a_met'] else 'not met'}).\n"
         )
     return out

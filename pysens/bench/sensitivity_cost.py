@@ -160,8 +160,12 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
                 f"{t['extra_perturbation_over_a']:.2f} (target ≤ {EXTRA_PERTURBATION_TARGET}: "
                 f"{'met' if t['extra_perturbation_over_a_met'] else 'NOT met'})"
             )
+    from pysens.sensitivity.tangents import chosen_jet_engines
+
+    engines = {f"{k[0]} {k[5]}".replace("torch.", ""): v for k, v in chosen_jet_engines().items()}
     report = {
         "benchmark": "sensitivity_cost",
+        "jet_engines": engines,  # what score_jets' engine="auto" measured and kept, per (P, probes, dtype)
         "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "grid": "karras", "method": "Heun"},
         "device": str(torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"),
         "rows": rows,

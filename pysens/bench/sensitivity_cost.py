@@ -8,8 +8,12 @@ Perturbations: edits that remove 10 images of one digit class each (8 classes fo
   (b) sampling + log-likelihood along the path     ``sample_sensitivity`` with no perturbation (x, ℓ)
   (c) (b) + sensitivities to P = 1 and P = 8       ``sample_sensitivity`` with P perturbations (x, ℓ, y_1..y_P)
 
-and reports NFE, JVPs and wall time (median of ``--runs`` interleaved rounds after a warm-up), with the issue's targets:
-(c, P = 1) ≤ 1.25 × (b), and each extra perturbation ≤ 0.35 × (a), i.e. ((c, 8) − (c, 1)) / 7 ≤ 0.35 × (a).
+and reports NFE, JVPs, wall time and process CPU time (medians of ``--runs`` interleaved rounds after a warm-up), with
+the targets: (c, P = 1) ≤ 1.25 × (b), and (issue 13) each extra perturbation ≤ 1.0 × (a), i.e.
+((c, 8) − (c, 1)) / 7 ≤ 1.0 × (a). Both ratios are given on wall time and on CPU time: with one torch thread the two
+agree on a quiet machine, while on a shared, oversubscribed one wall time also counts the time the process waited
+for a core, and the extra-perturbation ratio is a difference of two large times (exact divergence: seconds each),
+so its wall-time value carries that noise; the CPU-time ratio is the steadier figure there.
 
     python benchmarks/sensitivity_cost.py [--out benchmarks/results] [--runs 5] [--batch 64] [--steps 32] [--quick]
     (or: pysens bench sensitivity)
@@ -31,19 +35,49 @@ from pysens.diffusion.sampling import sample_pf_ode
 from pysens.sensitivity import data_edit, karras_timesteps, sample_sensitivity
 
 
-def timed_interleaved(cases: dict, runs: int) -> dict[str, tuple[float, object]]:
-    """Median wall time of each case over ``runs`` rounds, after one warm-up round. The cases are interleaved
-    round by round, so that load from other processes on a shared machine falls on all of them alike."""
+def timed_rounds(cases: dict, runs: int) -> dict[str, tuple[float, float, object]]:
+    """``{case: (median wall time, median process CPU time, last result)}`` over ``runs`` rounds after one warm-up
+    round. The cases are interleaved round by round, so that load from other processes on a shared machine falls on
+    all of them alike."""
     results = {name: fn() for name, fn in cases.items()}  # warm-up: first-call allocations and dispatch caches
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    walls: dict[str, list[float]] = {name: [] for name in cases}
+    cpus: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
         for name, fn in cases.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             results[name] = fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), results[name]) for name in cases}
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - start_cpu)
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name]), results[name]) for name in cases}
+
+
+def timed_interleaved(cases: dict, runs: int) -> dict[str, tuple[float, object]]:
+    """Median wall time of each case over ``runs`` interleaved rounds after a warm-up (:func:`timed_rounds`)."""
+    return {name: (wall, res) for name, (wall, _, res) in timed_rounds(cases, runs).items()}
+
+
+EXTRA_PERTURBATION_TARGET = 1.0  # issue 13: each extra perturbation ≤ 1.0 × one plain sampling run
+C1_OVER_B_TARGET = 1.25
+
+
+def target_row(divergence: str, times: dict[str, float], clock: str) -> dict:
+    """The two target ratios from one clock's median times ``{case: seconds}``."""
+    a, b = times["a: sample"], times["b: + likelihood"]
+    c1, c8 = times["c: + sensitivity P=1"], times["c: + sensitivity P=8"]
+    c1_over_b, extra_over_a = c1 / b, (c8 - c1) / 7 / a
+    return {
+        "divergence": divergence,
+        "case": "targets",
+        "clock": clock,
+        "c1_over_b": c1_over_b,
+        "c1_over_b_target": C1_OVER_B_TARGET,
+        "c1_over_b_met": c1_over_b <= C1_OVER_B_TARGET,
+        "extra_perturbation_over_a": extra_over_a,
+        "extra_perturbation_over_a_target": EXTRA_PERTURBATION_TARGET,
+        "extra_perturbation_over_a_met": extra_over_a <= EXTRA_PERTURBATION_TARGET,
+    }
 
 
 def main(argv: list[str] | None = None, progress: Callable[[str], None] | None = None) -> int:
@@ -99,9 +133,9 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         }
         if progress is not None:
             progress(f"divergence={divergence}")
-        timing = {}
-        for name, (wall, res) in timed_interleaved(cases, args.runs).items():
-            timing[name] = wall
+        walls, cpus = {}, {}
+        for name, (wall, cpu, res) in timed_rounds(cases, args.runs).items():
+            walls[name], cpus[name] = wall, cpu
             rows.append(
                 {
                     "divergence": divergence,
@@ -109,33 +143,29 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
                     "nf": res.stats.nf,
                     "njvp": res.stats.njvp,
                     "wall_median_s": wall,
+                    "cpu_median_s": cpu,
                     "retcode": res.retcode,
                 }
             )
-            print(f"{divergence:10s} {name:22s} nf {res.stats.nf:4d}  njvp {res.stats.njvp:6d}  {wall * 1e3:9.1f} ms")
-        a, b = timing["a: sample"], timing["b: + likelihood"]
-        c1, c8 = timing["c: + sensitivity P=1"], timing["c: + sensitivity P=8"]
-        ratio_c1_b = c1 / b
-        extra_over_a = (c8 - c1) / 7 / a
-        rows.append(
-            {
-                "divergence": divergence,
-                "case": "targets",
-                "c1_over_b": ratio_c1_b,
-                "c1_over_b_target": 1.25,
-                "c1_over_b_met": ratio_c1_b <= 1.25,
-                "extra_perturbation_over_a": extra_over_a,
-                "extra_perturbation_over_a_target": 0.35,
-                "extra_perturbation_over_a_met": extra_over_a <= 0.35,
-            }
-        )
-        print(
-            f"{divergence:10s} targets: (c,1)/(b) = {ratio_c1_b:.2f} (target ≤ 1.25: "
-            f"{'met' if ratio_c1_b <= 1.25 else 'NOT met'}); extra perturbation / (a) = {extra_over_a:.2f} "
-            f"(target ≤ 0.35: {'met' if extra_over_a <= 0.35 else 'NOT met'})"
-        )
+            print(
+                f"{divergence:10s} {name:22s} nf {res.stats.nf:4d}  njvp {res.stats.njvp:6d}  {wall * 1e3:9.1f} ms"
+                f"  (CPU {cpu * 1e3:9.1f} ms)"
+            )
+        for clock, times in (("wall", walls), ("cpu", cpus)):
+            t = target_row(divergence, times, clock)
+            rows.append(t)
+            print(
+                f"{divergence:10s} targets ({clock}): (c,1)/(b) = {t['c1_over_b']:.2f} (target ≤ {C1_OVER_B_TARGET}: "
+                f"{'met' if t['c1_over_b_met'] else 'NOT met'}); extra perturbation / (a) = "
+                f"{t['extra_perturbation_over_a']:.2f} (target ≤ {EXTRA_PERTURBATION_TARGET}: "
+                f"{'met' if t['extra_perturbation_over_a_met'] else 'NOT met'})"
+            )
+    from pysens.sensitivity.tangents import chosen_jet_engines
+
+    engines = {f"{k[0]} {k[5]}".replace("torch.", ""): v for k, v in chosen_jet_engines().items()}
     report = {
         "benchmark": "sensitivity_cost",
+        "jet_engines": engines,  # what score_jets' engine="auto" measured and kept, per (P, probes, dtype)
         "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "grid": "karras", "method": "Heun"},
         "device": str(torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"),
         "rows": rows,
@@ -148,7 +178,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
 
 def plot_costs(path: Path, rows: list[dict]) -> None:
     """Bars of the median wall time of each case, one panel per divergence, with the targets' reference lines:
-    1.25 × (b) for (c, P = 1) and (c, 1) + 7 · 0.35 × (a) for (c, P = 8)."""
+    1.25 × (b) for (c, P = 1) and (c, 1) + 7 · 1.0 × (a) for (c, P = 8) (wall time)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,10 +196,15 @@ def plot_costs(path: Path, rows: list[dict]) -> None:
         ax.set_xticks(range(len(names)), [n.replace(": ", ":\n") for n in names], fontsize=8)
         a, b = cases.get("a: sample"), cases.get("b: + likelihood")
         if a is not None and b is not None and "c: + sensitivity P=1" in cases:
-            ax.hlines(1.25 * b, 1.6, 2.4, colors="k", linestyles="--", label="target (c, P=1) ≤ 1.25 × (b)")
+            ax.hlines(C1_OVER_B_TARGET * b, 1.6, 2.4, colors="k", linestyles="--", label="target (c, P=1) ≤ 1.25 × (b)")
             c1 = cases["c: + sensitivity P=1"]
             ax.hlines(
-                c1 + 7 * 0.35 * a, 2.6, 3.4, colors="k", linestyles=":", label="target (c, P=8) ≤ (c, 1) + 7·0.35 × (a)"
+                c1 + 7 * EXTRA_PERTURBATION_TARGET * a,
+                2.6,
+                3.4,
+                colors="k",
+                linestyles=":",
+                label="target (c, P=8) ≤ (c, 1) + 7·1.0 × (a)",
             )
         ax.set_ylabel("median wall time per solve (ms)")
         ax.set_title(f"divergence: {divergence}")

@@ -39,6 +39,7 @@ from pysens.diffusion.divergence import hutchinson_probes
 from pysens.diffusion.processes import ForwardProcess, Time, expand_as_batch, resolve_process, time_like
 from pysens.diffusion.sampling import ScoreModel, check_cutoff, check_score_model
 from pysens.sensitivity.measures import DataEdit, Perturbation, as_perturbations
+from pysens.sensitivity.perturbation_bank import PerturbationBank
 from pysens.sensitivity.reference import (
     DataLaw,
     Reference,
@@ -151,6 +152,7 @@ class TangentField:
         reference: Reference | None = None,
     ) -> None:
         self.score, self.process, self.perturbations = score, process, perturbations
+        self.bank = PerturbationBank(perturbations)  # all P directions' δs in one batched evaluation
         self.reference = reference
         self.divergence = None if log_density is not None else divergence
         self.probes, self.log_density, self.chunk_size = probes, log_density, chunk_size
@@ -191,7 +193,7 @@ class TangentField:
         ``self.reference``."""
         if self.reference is not None:
             ell, s = self.reference.inputs(x, t, ell, s)
-        return torch.stack([p.score_derivative(x, t, self.process, ell, s) for p in self.perturbations])
+        return self.bank.score_derivatives(x, t, self.process, ell, s)
 
 
 @dataclass

@@ -22,7 +22,8 @@ J halves h; after k+1 equal accepted steps, the error estimates of orders k−1,
 ``h ← h · min(10, s · max_q err_q^{-1/(q+1)})`` with ``s = 0.9 (2·4+1)/(2·4 + Newton iterations)``.
 
 Newton (at most 4 iterations, scipy's test): with ``r = ‖Δ_m‖/‖Δ_{m−1}‖`` the iteration fails when ``r ≥ 1`` or
-``r^{4−m}/(1−r) ‖Δ_m‖ > τ`` and has converged when ``r/(1−r) ‖Δ_m‖ < τ``, ``τ = max(10 eps/rtol, min(0.03, √rtol))``,
+``r^{4−m}/(1−r) ‖Δ_m‖ > τ`` and has converged when ``r/(1−r) ‖Δ_m‖ < τ``, ``τ = max(10 eps/rtol, 0.03)`` (scipy's
+``min(0.03, √rtol)`` asks for ~3 iterations a step at tight tolerances, where the error test's unit is already rtol),
 norms in the error norm's scale at y⁰. As CVODE does, the last rate of the sample is carried into the next step so
 that a step whose first correction is already tiny (``r_prev/(1−r_prev)‖Δ_1‖ < τ``) stops after one iteration; the
 carried rate is forgotten whenever W is refactored or J refreshed (a new W is measured before it is trusted).
@@ -48,11 +49,16 @@ from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, UNSTABLE
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4
+# Newton stops when the estimated remaining error is below κ of the error test's unit (the norms are already scaled by
+# atol + rtol|y|). scipy/ode15s's min(0.03, √rtol) made it √rtol ≈ 3e-5 at rtol 1e-9: ~3 RHS per step for nothing
+# (SciML's NLNewton uses κ = 0.01, CVODE 0.1; on HIRES/ROBER 0.03 cut RHS calls 20-35% at equal or better accuracy).
+NEWTON_KAPPA = 0.03
 MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 _KAPPA = (0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0)  # Klopfenstein–Shampine NDF coefficients (ode15s)
 _GAMMA = tuple(sum(1.0 / i for i in range(1, k + 1)) for k in range(MAX_ORDER + 1))
 _ALPHA = tuple((1.0 - kap) * g for kap, g in zip(_KAPPA, _GAMMA, strict=True))
 _ERROR_CONST = tuple(kap * g + 1.0 / (k + 1) for k, (kap, g) in enumerate(zip(_KAPPA, _GAMMA, strict=True)))
+BATCH_MODES = ("independent", "coupled")  # per-sample clocks (default) | the batch as one system (bdf_coupled.py)
 CARRY_RATE = True  # accept a first Newton correction on the rate measured with the same W at an earlier step
 
 
@@ -126,6 +132,9 @@ class QNDFSolver:
         max_order = extra.pop("max_order", MAX_ORDER)
         if isinstance(max_order, bool) or not isinstance(max_order, int) or not 1 <= max_order <= MAX_ORDER:
             raise ValueError(f"max_order must be an integer in 1..{MAX_ORDER}, got {max_order!r}")
+        batch = extra.pop("batch", "independent")
+        if batch not in BATCH_MODES:
+            raise ValueError(f"batch must be one of {BATCH_MODES} (QNDF's batch layout), got {batch!r}")
         linsolve = extra.get("linsolve", "dense")
         if linsolve not in ("auto", "dense"):
             raise ValueError(f"QNDF keeps a dense LU per sample: linsolve must be 'dense' or 'auto', got {linsolve!r}")
@@ -148,7 +157,7 @@ class QNDFSolver:
         self.linear = DenseSolver(problem.rhs_jacobian, self.work, self.norm)
         self.tab = _Tables(self.dtype, self.device)
         eps = torch.finfo(self.dtype).eps
-        self.newton_tol = max(10 * eps / self.norm.rtol, min(0.03, self.norm.rtol**0.5))
+        self.newton_tol = max(10 * eps / self.norm.rtol, NEWTON_KAPPA)
         self._f64 = (lambda v: v) if self.dtype == torch.float64 else (lambda v: v.to(torch.float64))
         # the Stepper-like surface _initial_step uses
         self.order, self.error_order = 1, 1
@@ -404,5 +413,11 @@ class QNDFSolver:
 
 
 def solve_qndf(problem: ODEProblem, opts: SolveOptions) -> Solution:
-    """Solve ``problem`` with the batched QNDF (see the module docstring)."""
+    """Solve ``problem`` with the batched QNDF (see the module docstring). Option ``batch``: ``"independent"``
+    (default: per-sample step, order, Jacobian and LU; a sample's answer does not depend on its batch) or
+    ``"coupled"`` (the batch as one system with one step size and order, :mod:`pysens.solvers.bdf_coupled`)."""
+    if opts.extra.get("batch", "independent") == "coupled":
+        from .bdf_coupled import CoupledQNDFSolver
+
+        return CoupledQNDFSolver(problem, opts).run()
     return QNDFSolver(problem, opts).run()

@@ -88,7 +88,8 @@ class CoupledQNDFSolver(QNDFSolver):
 
     def _norm(self, v: Tensor) -> float:
         """``max_b`` of the per-sample RMS of ``v [B, d]`` (already divided by the error scale), as a float."""
-        return float(torch.linalg.vector_norm(v, dim=1).amax()) * self._inv_sqrt_d
+        norms = torch.linalg.vector_norm(v, dim=1)
+        return float(norms if self.B == 1 else norms.amax()) * self._inv_sqrt_d
 
     def _rescale(self, D: Tensor, k: int, rho: float) -> Tensor:  # type: ignore[override]
         """The differences re-expressed on the grid of step ``ρ h`` (order ``k``: ``D_{0..k} ← (R(ρ) U)ᵀ D_{0..k}``)."""
@@ -141,6 +142,7 @@ class CoupledQNDFSolver(QNDFSolver):
         last_failure = 0  # 0 error, 1 non-finite, 2 Newton
         tol = self.newton_tol
         atol, rtol = self.flat_norm.atol, self.flat_norm.rtol
+        rhs = self.f if len(self.shape) == 2 else self.rhs  # rows already flat: no reshapes around each call
 
         iteration = 0
         while True:
@@ -165,7 +167,7 @@ class CoupledQNDFSolver(QNDFSolver):
 
             pp = _combine(D[:, : order + 1], self._pp[order])
             y_pred, psi = pp[:, 0].view(B, d), pp[:, 1].view(B, d)
-            w = 1.0 / (atol + rtol * y_pred.abs())
+            scale_pred = (y_pred.abs() * rtol).add_(atol)
 
             # simplified Newton on d for the whole batch
             converged = nonfinite = False
@@ -175,11 +177,11 @@ class CoupledQNDFSolver(QNDFSolver):
             t_vec = clock(t_new)
             dn_old, rate = rate_prev, (rate_prev if CARRY_RATE else math.inf)
             for m in range(NEWTON_MAXITER if not singular else 0):
-                r = self.rhs(t_vec, y_new).mul_(c).sub_(psi)
+                r = rhs(t_vec, y_new).mul_(c).sub_(psi)
                 if corr is not None:
                     r = r.sub_(corr)
                 dy = self._solve(r)
-                dn = self._norm(dy * w)
+                dn = self._norm(dy / scale_pred)
                 if m > 0:
                     rate = dn / dn_old
                     if not (rate < 1 and rate ** (NEWTON_MAXITER - m) / (1 - rate) * dn <= tol):
@@ -200,8 +202,8 @@ class CoupledQNDFSolver(QNDFSolver):
 
             err = math.nan
             if converged:
-                scale = atol + rtol * y_new.abs()
-                err = self._norm(corr * _ERROR_CONST[order] / scale)
+                scale = (y_new.abs() * rtol).add_(atol)
+                err = self._norm(corr / scale) * _ERROR_CONST[order]
                 nonfinite = not math.isfinite(err)
             safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
 
@@ -217,10 +219,10 @@ class CoupledQNDFSolver(QNDFSolver):
                     return self._finish(SUCCESS, naccept, nreject, start, saveat, out, t)
                 if n_equal >= order + 1:  # order and step selection (errors of orders k−1, k, k+1)
                     k = order
-                    e_lo = math.inf if k == 1 else self._norm(D[:, k].view(B, d) * _ERROR_CONST[k - 1] / scale)
+                    e_lo = math.inf if k == 1 else self._norm(D[:, k].view(B, d) / scale) * _ERROR_CONST[k - 1]
                     e_hi = math.inf
                     if k < self.max_order:
-                        e_hi = self._norm(D[:, k + 2].view(B, d) * _ERROR_CONST[k + 1] / scale)
+                        e_hi = self._norm(D[:, k + 2].view(B, d) / scale) * _ERROR_CONST[k + 1]
                     factors = [_neg_power(e, 1.0 / (k + i)) for i, e in enumerate((e_lo, err, e_hi))]
                     factors = [0.0 if math.isnan(f) else f for f in factors]
                     best = max(factors)

@@ -173,19 +173,21 @@ class QNDFSolver:
         return torch.where(rows[:, None, None], new, D)
 
     def _invert(self) -> None:
-        """W⁻¹ of every sample from its fresh LU (in the solver's scaled units), so that each Newton solve is one
-        batched mat-vec: a handful of elementwise ops, where a batched triangular solve loops over the samples."""
+        """W⁻¹ of every sample from its fresh LU, the solver's scale S folded in (``S (S⁻¹ W S)⁻¹ S⁻¹``), so that each
+        Newton solve is one batched mat-vec: a broadcast product and a sum, where a batched triangular solve loops over
+        the samples."""
         lin = self.linear
         eye = torch.eye(self.d, dtype=self.dtype, device=self.device).expand(self.B, self.d, self.d)
-        self._winv = torch.linalg.lu_solve(lin.lu, lin.piv, eye)
-        self._wscale = lin.D[:, :, 0] if lin.D is not None else None
+        winv = torch.linalg.lu_solve(lin.lu, lin.piv, eye)
+        if lin.D is not None:
+            scale = lin.D[:, :, 0]
+            winv = scale[:, :, None] * winv / scale[:, None, :]
+        self._winv = winv
 
     def _solve(self, r: Tensor) -> Tensor:
-        """W⁻¹ r per sample (``r [B, d]``); with the solver's scale S: S (S⁻¹ W S)⁻¹ S⁻¹ r."""
+        """W⁻¹ r per sample (``r [B, d]``)."""
         self.work.nlinsolve += 1
-        if self._wscale is None:
-            return (self._winv * r[:, None, :]).sum(-1)
-        return self._wscale * (self._winv * (r / self._wscale)[:, None, :]).sum(-1)
+        return (self._winv * r[:, None, :]).sum(-1)
 
     def _pick(self, D: Tensor, j: Tensor) -> Tensor:
         """``D_{j_b}`` of every sample, ``[B, d]``."""
@@ -211,6 +213,7 @@ class QNDFSolver:
         if bool((saveat[0] - t0).abs() <= time_slack(saveat[0], t0)):
             out[0] = y
             idx += 1
+        self._save_front = -math.inf  # unknown: the first accepted step looks (see _save)
 
         code = torch.zeros(B, dtype=torch.long, device=device)
         f0 = self.rhs(t, y)
@@ -392,13 +395,21 @@ class QNDFSolver:
 
     def _save(self, out, saveat, idx, arange, accept, t, t_new, h, order, D, y_new, direction) -> Tensor:
         """Fill the save times in (t, t_new] of the accepted samples from the step's interpolating polynomial
-        ``y(t_new + s h) = D_0 + Σ_{j=1..k} D_j Π_{m<j} (s + m)/(m + 1)``; returns the advanced save index."""
+        ``y(t_new + s h) = D_0 + Σ_{j=1..k} D_j Π_{m<j} (s + m)/(m + 1)``; returns the advanced save index.
+        A step that reaches no sample's next save time costs one host read (``self._save_front``: the earliest pending
+        save time over the samples, in the direction of integration)."""
         n_save = saveat.numel()
+        reach = float((direction * t_new).max())
+        front = self._save_front
+        if front == math.inf or front - reach > time_slack(front, reach):
+            return idx
         while True:
             target = saveat[idx.clamp(max=n_save - 1)]
             slack = time_slack(target, t_new)
             pend = accept & (idx < n_save) & (direction * (target - t_new) <= slack)
             if not bool(pend.any()):
+                left = idx < n_save
+                self._save_front = float((direction * target)[left].min()) if bool(left.any()) else math.inf
                 return idx
             at_end = (target - t_new).abs() <= slack
             s = ((target - t_new) / torch.where(h != 0, h, 1.0)).to(self.dtype)

@@ -78,14 +78,6 @@ class CoupledQNDFSolver(QNDFSolver):
             v[: k + 3] = 1.0
             self._update.append((A, v))
 
-    def _invert(self) -> None:
-        """W⁻¹ per sample with the solver's scale folded in (``S W̃⁻¹ S⁻¹``): each Newton solve is one broadcast
-        product and a sum."""
-        super()._invert()
-        if self._wscale is not None:
-            self._winv = self._wscale[:, :, None] * self._winv / self._wscale[:, None, :]
-            self._wscale = None
-
     def _norm(self, v: Tensor) -> float:
         """``max_b`` of the per-sample RMS of ``v [B, d]`` (already divided by the error scale), as a float."""
         norms = torch.linalg.vector_norm(v, dim=1)

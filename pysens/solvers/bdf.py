@@ -29,8 +29,10 @@ that a step whose first correction is already tiny (``r_prev/(1−r_prev)‖Δ_1
 carried rate is forgotten whenever W is refactored or J refreshed (a new W is measured before it is trusted).
 
 Every decision is the sample's own (its clock, order, Jacobian age, Newton history); the batch only shares the
-right-hand-side calls and the batched LU, so a sample takes the same steps alone and in any batch. ``saveat`` times
-are filled from the interpolating polynomial of the accepted step (the differences, order k).
+right-hand-side calls and the batched LU, so a sample takes the same steps alone and in any batch. With
+``batch="coupled"`` (:mod:`pysens.solvers.bdf_coupled`) the batch is one system instead: one clock, order and Newton
+history for all samples (the largest per-sample norm decides), per-sample LUs, the step control on Python floats.
+``saveat`` times are filled from the interpolating polynomial of the accepted step (the differences, order k).
 """
 
 from __future__ import annotations

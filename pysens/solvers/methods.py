@@ -40,7 +40,7 @@ _LIN = LINEAR_OPTIONS
 # compact=True (torch): once 5% of the batch has finished, evaluate f on the unfinished rows only. Needs an f
 # whose rows do not depend on which other rows are passed (no closure over per-sample tensors). Torch only.
 EXPLICIT_OPTIONS = ("compact",)
-TORCH_ONLY_OPTIONS = ("compact", "max_order")
+TORCH_ONLY_OPTIONS = ("compact", "max_order", "batch")
 _EXPL = EXPLICIT_OPTIONS
 _TABLE = (
     # explicit ODE methods
@@ -141,8 +141,9 @@ _TABLE = (
         True,
         ("torch", "julia"),
         (),
-        "variable-order quasi-constant-step NDF 1-5 (ode15s-like); torch: per-sample step, order, J and LU",
-        options=("max_order", *_LIN),
+        "variable-order quasi-constant-step NDF 1-5 (ode15s-like); torch: per-sample step, order, J and LU, "
+        "or the batch as one system (batch='coupled')",
+        options=("max_order", "batch", *_LIN),
     ),
     MethodInfo("FBDF", "ode", 5, True, True, ("julia",), (), "fixed-leading-coefficient BDF", options=_LIN),
     MethodInfo(

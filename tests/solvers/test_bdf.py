@@ -154,3 +154,60 @@ def test_bad_options_are_refused():
         pysens.solve(problem, "QNDF", linsolve="gmres")
     with pytest.raises(ValueError, match="adapts"):
         pysens.solve(problem, "QNDF", timesteps=torch.linspace(0, 2, 5, dtype=DT))
+
+
+# batch="coupled": the whole batch as one system (one step size and order, block-diagonal LUs)
+
+
+@pytest.mark.parametrize("rtol", [1e-5, 1e-8])
+def test_coupled_stiff_linear_against_matrix_exponential(rtol):
+    problem, A, x0 = _stiff_linear(batch=4)
+    ts = torch.linspace(0.0, 2.0, 21, dtype=DT)
+    sol = pysens.solve(problem, "QNDF", rtol=rtol, atol=rtol * 1e-2, saveat=ts, batch="coupled")
+    assert sol.retcode == "Success" and sol.sample_retcodes == ["Success"] * 4
+    exact = _exact_linear(A, x0, ts)
+    scale = exact.abs().amax(-1, keepdim=True)
+    err = ((sol.x - exact).abs() / scale).max()
+    assert err <= 30 * rtol, float(err)  # the same bound as the independent solve: each sample to its tolerance
+    assert sol.stats.njac < sol.stats.naccept / 5
+    # one clock: every sample took the same steps
+    assert torch.equal(sol.stats.sample_naccept, sol.stats.sample_naccept[:1].expand(4))
+
+
+def test_coupled_copies_equal_the_single_solve():
+    """B copies of one state: the max over samples of identical per-sample norms is that sample's norm, so the coupled
+    batch takes the steps of B = 1 and every row equals the single solve bit for bit."""
+    hires = PROBLEMS["hires"]
+    ts = torch.tensor([0.0, 5.0, 100.0, 321.8122], dtype=DT)
+    kw = {"rtol": 1e-6, "atol": 1e-10, "saveat": ts, "batch": "coupled"}
+    one = pysens.solve(hires.problem(1), "QNDF", **kw)
+    many = pysens.solve(hires.problem(3), "QNDF", **kw)
+    assert one.retcode == many.retcode == "Success"
+    for b in range(3):
+        assert torch.equal(many.x[:, b], one.x[:, 0])
+    assert int(many.stats.sample_naccept[0]) == one.stats.naccept
+    assert float(hires.scd(one.x[-1])[0]) >= 6 - 1.5
+
+
+def test_coupled_matches_independent_at_batch_one():
+    """At B = 1 the two layouts are the same algorithm: the same steps, answers equal to rounding."""
+    rober = PROBLEMS["rober"]
+    problem = ODEProblem(rober.rhs, torch.tensor(rober.x0, dtype=DT)[None], (0.0, 40.0))
+    a = pysens.solve(problem, "QNDF", rtol=1e-7, atol=1e-13)
+    b = pysens.solve(problem, "QNDF", rtol=1e-7, atol=1e-13, batch="coupled")
+    assert a.retcode == b.retcode == "Success"
+    assert (a.stats.naccept, a.stats.nreject, a.stats.nf) == (b.stats.naccept, b.stats.nreject, b.stats.nf)
+    assert torch.allclose(a.x[-1], b.x[-1], rtol=1e-10, atol=1e-20)  # rounding of the fused arithmetic only
+
+
+def test_coupled_failures_stop_the_batch():
+    def poisoned(t, x):
+        bad = (t > 0.5) & (x[:, 0] > 0)
+        return torch.where(bad[:, None], torch.full_like(x, math.nan), -x)
+
+    x0 = torch.tensor([[1.0], [-1.0]], dtype=DT)
+    sol = pysens.solve(ODEProblem(poisoned, x0, (0.0, 1.0)), "QNDF", rtol=1e-6, atol=1e-9, batch="coupled")
+    assert sol.sample_retcodes == ["Unstable", "Unstable"]  # one system: one clock, one failure
+    assert 0.45 <= float(sol.t_final[0]) <= 0.5 + 1e-12
+    with pytest.raises(ValueError, match="batch must be one of"):
+        pysens.solve(_stiff_linear()[0], "QNDF", batch="shared")

@@ -1,0 +1,279 @@
+"""QNDF with the whole batch as one system (``batch="coupled"``): one step size, order, Jacobian age and Newton history.
+
+The scheme is :mod:`pysens.solvers.bdf`'s (the NDF corrector, the error estimate, the order and step selection, the
+Newton test and the carried contraction rate, the Jacobian refresh and the refactorisation when ``c = h/α_k`` changes),
+with every decision taken once for the batch: the error and Newton norms are the largest per-sample weighted RMS norm
+(``max_b ‖·‖_b``, so each sample is held to its tolerance exactly as when it is solved alone; B copies of one state
+take the steps of that state alone), the step size and order are shared, and the Jacobian is block diagonal: one
+scaled dense LU per sample (:class:`~pysens.solvers.linalg.DenseSolver`), never one ``(B·d)²`` factorisation.
+
+It is the layout of scipy's or CVODE's solve of a batch flattened into one ``B·d`` system, and it pays off when the
+per-step cost is Python overhead rather than arithmetic (small systems, small batches, B = 1): the step control runs on
+Python floats (one host read per norm), the differences ``D_j`` are the columns of one ``[B·d, K+3]`` tensor updated
+by small matrix products, and a step costs a few dozen tensor operations around its right-hand sides. The price is
+that every sample takes the smallest step any sample needs, and a sample's result depends on its batch (the default
+``batch="independent"`` keeps per-sample clocks and answers that do not).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import Tensor
+
+from .bdf import _ALPHA, _ERROR_CONST, _GAMMA, CARRY_RATE, MAX_FACTOR, MAX_ORDER, MIN_FACTOR, NEWTON_MAXITER, QNDFSolver
+from .driver import FLOOR_ULPS, _initial_step, finished_solution
+from .options import time_slack
+from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, SUCCESS, UNSTABLE, Solution
+
+_EPS64 = 2.220446049250313e-16
+_FAILURE_CODES = (DT_LESS_THAN_MIN, UNSTABLE, CONVERGENCE_FAILURE)  # by the last failure: error, non-finite, Newton
+
+
+def _rescale_rows(rho: float, k: int) -> list[list[float]]:
+    """``R(ρ)`` of order ``k`` (Shampine & Reichelt): ``R_ij = Π_{m=1..i} (m − 1 − ρ j)/m``, ``R_0j = 1``, ``R_i0 = 0``
+    for i ≥ 1 (``(k+1)×(k+1)``)."""
+    rows = [[1.0] * (k + 1)]
+    for i in range(1, k + 1):
+        prev = rows[-1]
+        rows.append([0.0] + [prev[j] * ((i - 1 - rho * j) / i) for j in range(1, k + 1)])
+    return rows
+
+
+def _neg_power(x: float, p: float) -> float:
+    """``x^(−p)`` as torch computes it for x ≥ 0 (``0 → inf``; NaN stays NaN)."""
+    return math.inf if x == 0.0 else x ** (-p)
+
+
+def _combine(D: Tensor, C: Tensor) -> Tensor:
+    """``D Cᵀ`` for the differences ``D [N, n]`` (N = B·d rows, n contiguous) and a tiny ``C [m, n]``: ``[N, m]``, a
+    broadcast product and a sum over the contiguous n, so that every row sums in the same order whatever N is (a BLAS
+    GEMM's blocking, and a strided reduction's vectorisation, depend on N: a sample's answer would depend on the
+    batch's size)."""
+    return (D[:, None, :] * C[None]).sum(-1)
+
+
+class CoupledQNDFSolver(QNDFSolver):
+    """QNDF on the batch as one system (see the module docstring); state rows ``[B, d]`` flattened to ``B·d``."""
+
+    def _setup_coupled(self) -> None:
+        kw = {"dtype": self.dtype, "device": self.device}
+        n = MAX_ORDER + 3
+        self._pp = [None]  # per order k: rows (y⁰, ψ) over D_0..D_k, [2, k+1]
+        self._U = [None]  # per order k: U = R(1), [k+1, k+1]
+        self._update = [None]  # per order k: D' = A_k D + v_k ⊗ d
+        for k in range(1, MAX_ORDER + 1):
+            psi = [0.0] + [_GAMMA[j] / _ALPHA[k] for j in range(1, k + 1)]
+            self._pp.append(torch.tensor([[1.0] * (k + 1), psi], **kw))
+            self._U.append(torch.tensor(_rescale_rows(1.0, k), **kw))
+            A = torch.zeros(n, n, **kw)
+            for i in range(k + 1):
+                A[i, i : k + 1] = 1.0
+            A[k + 2, k + 1] = -1.0
+            for i in range(k + 3, n):
+                A[i, i] = 1.0
+            v = torch.zeros(n, **kw)
+            v[: k + 3] = 1.0
+            self._update.append((A, v))
+
+    def _norm(self, v: Tensor) -> float:
+        """``max_b`` of the per-sample RMS of ``v [B, d]`` (already divided by the error scale), as a float."""
+        norms = torch.linalg.vector_norm(v, dim=1)
+        return float(norms if self.B == 1 else norms.amax()) * self._inv_sqrt_d
+
+    def _rescale(self, D: Tensor, k: int, rho: float) -> Tensor:  # type: ignore[override]
+        """The differences re-expressed on the grid of step ``ρ h`` (order ``k``: ``D_{0..k} ← (R(ρ) U)ᵀ D_{0..k}``)."""
+        RU = torch.tensor(_rescale_rows(rho, k), dtype=self.dtype, device=self.device) @ self._U[k]
+        return torch.cat([_combine(D[:, : k + 1], RU.T), D[:, k + 1 :]], 1)
+
+    def run(self) -> Solution:  # noqa: C901 -- the step loop, as in QNDFSolver.run
+        start = time.perf_counter()
+        self._setup_coupled()
+        problem, opts = self.problem, self.opts
+        B, d, dtype, device = self.B, self.d, self.dtype, self.device
+        self._inv_sqrt_d = 1.0 / math.sqrt(d)
+        t0, t1 = (float(v) for v in problem.tspan)
+        direction = 1.0 if t1 > t0 else -1.0
+        span = abs(t1 - t0)
+        f64 = {"dtype": torch.float64, "device": device}
+        clock = lambda s: torch.full((B,), s, **f64)  # noqa: E731 -- the per-sample time the right-hand side sees
+
+        saveat = opts.saveat.to(device)
+        save_times = [float(s) for s in saveat.tolist()]
+        n_save = len(save_times)
+        out = torch.full((n_save, B, d), math.nan, dtype=dtype, device=device)
+        idx = 0
+        y = problem.x0.reshape(B, d).clone()
+        if abs(save_times[0] - t0) <= time_slack(save_times[0], t0):
+            out[0] = y
+            idx = 1
+
+        t = t0
+        f0 = self.rhs(clock(t), y)
+        if not bool(torch.isfinite(f0).all()):
+            return self._finish(UNSTABLE, 0, 0, start, saveat, out, t)
+        if opts.dt is None:
+            h0 = _initial_step(self, clock(t), problem.x0, f0.reshape(self.shape), direction, span, self.norm)
+            h = float(h0.min())
+        else:
+            h = float(opts.dt)
+        if opts.dtmax is not None:
+            h = min(h, opts.dtmax)
+        h = direction * h
+
+        D = torch.zeros(B * d, MAX_ORDER + 3, dtype=dtype, device=device)  # column j: D_j of every sample, flat
+        D[:, 0] = y.reshape(-1)
+        D[:, 1] = (f0 * h).reshape(-1)
+        order, n_equal = 1, 0
+        self.linear.set_jacobian(clock(t), problem.x0)
+        jac_fresh, lu_stale, c_lu, singular = True, True, math.nan, False
+        rate_prev = math.inf
+        naccept = nreject = 0
+        last_failure = 0  # 0 error, 1 non-finite, 2 Newton
+        tol = self.newton_tol
+        atol, rtol = self.flat_norm.atol, self.flat_norm.rtol
+        rhs = self.f if len(self.shape) == 2 else self.rhs  # rows already flat: no reshapes around each call
+
+        iteration = 0
+        while True:
+            if iteration >= opts.maxiters:
+                return self._finish(MAX_ITERS, naccept, nreject, start, saveat, out, t)
+            iteration += 1
+
+            remaining = t1 - t
+            h_cap = abs(remaining) if opts.dtmax is None else min(abs(remaining), opts.dtmax)
+            if abs(h) > h_cap:
+                D = self._rescale(D, order, h_cap / abs(h))
+                h, n_equal = direction * h_cap, 0
+            t_new = t1 if h == remaining else t + h
+
+            c = h / _ALPHA[order]
+            if lu_stale or c != c_lu:
+                c_lu, lu_stale = c, False
+                singular = bool(self.linear.factor(clock(c)).any())
+                self._invert()
+                if CARRY_RATE:
+                    rate_prev = math.inf
+
+            pp = _combine(D[:, : order + 1], self._pp[order])
+            y_pred, psi = pp[:, 0].view(B, d), pp[:, 1].view(B, d)
+            scale_pred = (y_pred.abs() * rtol).add_(atol)
+
+            # simplified Newton on d for the whole batch
+            converged = nonfinite = False
+            n_iter = 0
+            corr = None
+            y_new = y_pred
+            t_vec = clock(t_new)
+            dn_old, rate = rate_prev, (rate_prev if CARRY_RATE else math.inf)
+            for m in range(NEWTON_MAXITER if not singular else 0):
+                r = rhs(t_vec, y_new).mul_(c).sub_(psi)
+                if corr is not None:
+                    r = r.sub_(corr)
+                dy = self._solve(r)
+                dn = self._norm(dy / scale_pred)
+                if m > 0:
+                    rate = dn / dn_old
+                    if not (rate < 1 and rate ** (NEWTON_MAXITER - m) / (1 - rate) * dn <= tol):
+                        nonfinite = not math.isfinite(dn)
+                        break
+                elif not math.isfinite(dn):
+                    nonfinite = True
+                    break
+                corr = dy if corr is None else corr + dy
+                y_new = y_pred + corr
+                n_iter += 1
+                if dn == 0 or (rate < 1 and rate / (1 - rate) * dn < tol):
+                    converged = True
+                    if m > 0:
+                        rate_prev = rate
+                    break
+                dn_old = dn
+
+            err = math.nan
+            if converged:
+                scale = (y_new.abs() * rtol).add_(atol)
+                err = self._norm(corr / scale) * _ERROR_CONST[order]
+                nonfinite = not math.isfinite(err)
+            safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
+
+            if converged and err <= 1.0:
+                A, v = self._update[order]
+                D = torch.addr(_combine(D, A), corr.reshape(-1), v)
+                idx = self._save_coupled(out, save_times, idx, t_new, h, order, D, y_new, direction)
+                y, t = y_new, t_new
+                naccept += 1
+                n_equal += 1
+                jac_fresh = False
+                if t == t1:
+                    return self._finish(SUCCESS, naccept, nreject, start, saveat, out, t)
+                if n_equal >= order + 1:  # order and step selection (errors of orders k−1, k, k+1)
+                    k = order
+                    e_lo = math.inf if k == 1 else self._norm(D[:, k].view(B, d) / scale) * _ERROR_CONST[k - 1]
+                    e_hi = math.inf
+                    if k < self.max_order:
+                        e_hi = self._norm(D[:, k + 2].view(B, d) / scale) * _ERROR_CONST[k + 1]
+                    factors = [_neg_power(e, 1.0 / (k + i)) for i, e in enumerate((e_lo, err, e_hi))]
+                    factors = [0.0 if math.isnan(f) else f for f in factors]
+                    best = max(factors)
+                    order = k + factors.index(best) - 1
+                    grow = min(safety * best, MAX_FACTOR)
+                    D = self._rescale(D, order, grow)
+                    h, n_equal = h * grow, 0
+            else:
+                nreject += 1
+                newton_failed = not converged
+                if newton_failed and not jac_fresh and not nonfinite:
+                    # a failed Newton with a stale Jacobian: fresh J at the predictor, same step (scipy, ode15s)
+                    self.linear.set_jacobian(t_vec, y_pred.reshape(self.shape))
+                    jac_fresh, lu_stale, rate_prev = True, True, math.inf
+                else:
+                    if newton_failed:
+                        shrink = 0.5
+                    else:
+                        shrink = safety * _neg_power(err, 1.0 / (order + 1))
+                        shrink = MIN_FACTOR if math.isnan(shrink) else min(max(shrink, MIN_FACTOR), 1.0)
+                    last_failure = 1 if nonfinite else (2 if newton_failed else 0)
+                    D = self._rescale(D, order, shrink)
+                    h, n_equal = h * shrink, 0
+
+            floor = FLOOR_ULPS * _EPS64 * max(abs(t), _EPS64 * span) if opts.dtmin is None else opts.dtmin
+            if abs(h) < floor:
+                return self._finish(_FAILURE_CODES[last_failure], naccept, nreject, start, saveat, out, t)
+
+    def _finish(self, code: str, naccept: int, nreject: int, start: float, saveat, out, t: float) -> Solution:
+        B, f64 = self.B, {"dtype": torch.float64, "device": self.device}
+        counts = {"dtype": torch.long, "device": self.device}
+        return finished_solution(
+            self,
+            [code] * B,
+            torch.full((B,), naccept, **counts),
+            torch.full((B,), nreject, **counts),
+            start,
+            saveat,
+            out.reshape(saveat.numel(), *self.shape),
+            torch.full((B,), t, **f64),
+            self.dtype,
+        )
+
+    def _save_coupled(self, out, save_times, idx, t_new, h, order, D, y_new, direction) -> int:
+        """Fill the save times in (t, t_new] from the step's interpolating polynomial (as :meth:`QNDFSolver._save`)."""
+        while idx < len(save_times):
+            target = save_times[idx]
+            slack = time_slack(target, t_new)
+            if direction * (target - t_new) > slack:
+                return idx
+            if abs(target - t_new) <= slack:
+                out[idx] = y_new
+            else:
+                s = (target - t_new) / h
+                coef, prod = [1.0], 1.0
+                for m in range(order):
+                    prod *= (s + m) / (m + 1)
+                    coef.append(prod)
+                val = _combine(D[:, : order + 1], torch.tensor([coef], dtype=self.dtype, device=self.device))[:, 0]
+                out[idx] = val.view(self.B, self.d)
+            idx += 1
+        return idx

@@ -197,7 +197,8 @@ def measured_jets(key: tuple, candidates: dict[str, Callable[[], ScoreJets]]) ->
     name = _JET_CHOICES.get(key)
     if name in candidates:
         return candidates[name]()
-    cpu, cuda = key[4] == "cpu", key[4].startswith("cuda")
+    device_type = torch.device(key[4]).type  # cache_key holds the device (an object, or its name in older keys)
+    cpu, cuda = device_type == "cpu", device_type == "cuda"
     clock = time.process_time if cpu else time.perf_counter
     best = {name: math.inf for name in candidates}
     results: dict[str, ScoreJets] = {}

@@ -55,27 +55,31 @@ def cached_engine(k: tuple) -> str | None:
     return _CACHE.get(k)
 
 
-def measure_engines(k: tuple, x: Tensor, candidates: dict[str, Callable[[], Any]]) -> tuple[str, Any]:
-    """Run every candidate :data:`ROUNDS` times, interleaved; cache the fastest under ``k``; ``(its name, its
-    result)``."""
+def measure_engines(
+    k: tuple, x: Tensor, candidates: dict[str, Callable[[], Any]], *, warmup: bool = False
+) -> tuple[str, Any]:
+    """Run every candidate :data:`ROUNDS` times, interleaved (after one untimed round with ``warmup``); cache the
+    fastest by its best round under ``k``; ``(its name, its result)``. An engine that raises (one the callable does
+    not support) is dropped for the remaining rounds."""
     best: dict[str, float] = {}
     results: dict[str, Any] = {}
     clock = _clock(x)
-    for _ in range(ROUNDS):
+    for round_ in range(int(warmup) + ROUNDS):
         for name, run in candidates.items():
+            if round_ and name not in results:
+                continue  # failed on an earlier round
             _sync(x)
             start = clock()
             try:
                 results[name] = run()
             except (RuntimeError, NotImplementedError):  # an engine the callable does not support
-                best[name] = float("inf")
                 continue
             _sync(x)
-            best[name] = min(best.get(name, float("inf")), clock() - start)
-    usable = {n: s for n, s in best.items() if n in results}
-    if not usable:
+            if round_ >= int(warmup):
+                best[name] = min(best.get(name, float("inf")), clock() - start)
+    if not results:
         raise RuntimeError(f"no engine could evaluate this callable (tried {list(candidates)} for {k[0]})")
-    name = min(usable, key=usable.get)
+    name = min(results, key=best.__getitem__)
     _CACHE[k] = name
     return name, results[name]
 

@@ -33,7 +33,6 @@ give the same values up to round-off.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ import torch
 from torch import Tensor
 
 from pysens.derivatives import jacobian
-from pysens.derivatives.autotune import cache_key, inside_transform
+from pysens.derivatives.autotune import cache_key, cached_engine, chosen_engines, inside_transform, measure_engines
 from pysens.diffusion.processes import Time
 from pysens.validation import check_output
 
@@ -149,7 +148,7 @@ def score_jets(
         candidates["autograd"] = plain_autograd
     # keyed by id, not by the model itself: the cache must not keep models alive (a reused id only costs speed)
     key = cache_key(f"score_jets:P={P}:K={K}:{'+'.join(candidates)}", id(score), x)
-    return measured_jets(key, candidates)
+    return measured_jets(key, x, candidates)
 
 
 def _jets_autograd(
@@ -182,52 +181,20 @@ def _jets_autograd(
     return ScoreJets(value.detach(), products, div)
 
 
-_JET_CHOICES: dict[tuple, str] = {}
-_TIMED_ROUNDS = 3
-
-
-def measured_jets(key: tuple, candidates: dict[str, Callable[[], ScoreJets]]) -> ScoreJets:
-    """The cached engine's jets, or (first call for ``key``) every candidate run once to warm up and then
-    ``_TIMED_ROUNDS`` times interleaved, the fastest by its best round kept (returning its last result).
-
-    Unlike :func:`pysens.derivatives.autotune.measured_choice` (one timed round), the best of several rounds is
-    what decides here: on a shared, oversubscribed CPU a single round (and once even the best of two) was seen to
-    keep an engine 1.3–1.6× slower for a whole benchmark. On CPU the clock is the process CPU time (what one thread
-    spends; waiting for a core is not counted), on other devices the wall time after a synchronisation."""
-    name = _JET_CHOICES.get(key)
+def measured_jets(key: tuple, x: Tensor, candidates: dict[str, Callable[[], ScoreJets]]) -> ScoreJets:
+    """The cached engine's jets, or (first call for ``key``) every candidate run once to warm up and then measured
+    by :func:`pysens.derivatives.autotune.measure_engines` (best of its timed rounds; on a shared, oversubscribed CPU a
+    single round was seen to keep an engine 1.3–1.6× slower for a whole benchmark)."""
+    name = cached_engine(key)
     if name in candidates:
         return candidates[name]()
-    device_type = torch.device(key[4]).type  # cache_key holds the device (an object, or its name in older keys)
-    cpu, cuda = device_type == "cpu", device_type == "cuda"
-    clock = time.process_time if cpu else time.perf_counter
-    best = {name: math.inf for name in candidates}
-    results: dict[str, ScoreJets] = {}
-    for round_ in range(1 + _TIMED_ROUNDS):
-        for name, run in candidates.items():
-            if round_ and name not in results:
-                continue  # this engine failed on the model
-            if cuda:
-                torch.cuda.synchronize()
-            start = clock()
-            try:
-                results[name] = run()
-            except (RuntimeError, NotImplementedError):  # an engine the model does not support
-                continue
-            if cuda:
-                torch.cuda.synchronize()
-            if round_:
-                best[name] = min(best[name], clock() - start)
-    if not results:
-        raise RuntimeError(f"no score_jets engine could evaluate this model (tried {list(candidates)})")
-    name = min(results, key=best.get)
-    _JET_CHOICES[key] = name
-    return results[name]
+    return measure_engines(key, x, candidates, warmup=True)[1]
 
 
 def chosen_jet_engines() -> dict[tuple, str]:
     """A copy of the choices of ``engine="auto"``:
     ``{(kind, id(score), batch bucket, event shape, device, dtype): engine}``."""
-    return dict(_JET_CHOICES)
+    return {k: v for k, v in chosen_engines().items() if k[0].startswith("score_jets:")}
 
 
 def _jets_forward(

@@ -23,7 +23,7 @@ J halves h; after k+1 equal accepted steps, the error estimates of orders k−1,
 
 Newton (at most 4 iterations, scipy's test): with ``r = ‖Δ_m‖/‖Δ_{m−1}‖`` the iteration fails when ``r ≥ 1`` or
 ``r^{4−m}/(1−r) ‖Δ_m‖ > τ`` and has converged when ``r/(1−r) ‖Δ_m‖ < τ``, ``τ = max(10 eps/rtol, 0.01)``
-(SciML NLNewton's κ; scipy's ``min(0.03, √rtol)`` asks ~3 iterations a step at the per-step rtol of the tolerance model),
+(SciML NLNewton's κ; scipy's ``min(0.03, √rtol)`` asks ~3 iterations a step at the tolerance model's per-step rtol),
 norms in the error norm's scale at y⁰. As CVODE does, the last rate of the sample is carried into the next step so
 that a step whose first correction is already tiny (``r_prev/(1−r_prev)‖Δ_1‖ < τ``) stops after one iteration; the
 carried rate is forgotten whenever W is refactored or J refreshed (a new W is measured before it is trusted).
@@ -51,11 +51,11 @@ from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, UNSTABLE
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4
-# Newton tolerance in the error test's units: SciML NLNewton's κ = 0.01 (CVODE uses 0.1). scipy/ode15s's min(0.03, √rtol)
-# is 2.5e-4 at the per-step rtol 6e-8 the tolerance model makes of 1e-6: ~3 RHS per step; κ = 0.01 cuts RHS calls
-# 15-30% on HIRES/ROBER at equal accuracy. κ = 0.03 was too loose: E5s at rtol 1e-4 then had 1.9 correct digits
-# (2.5 required; κ = 0.01: 4.5). At rtol 1e-8 E5s reads 5.5 digits with κ = 0.01, at its float64 floor (5.4, see
-# pysens.bench.testset: BDF/Radau/LSODA scatter 5.5-7.7 there at any tighter tolerance).
+# Newton tolerance in the error test's units: SciML NLNewton's κ = 0.01 (CVODE uses 0.1). scipy/ode15s's
+# min(0.03, √rtol) is 2.5e-4 at the per-step rtol 6e-8 the tolerance model makes of 1e-6: ~3 RHS per step;
+# κ = 0.01 cuts RHS calls 15-30% on HIRES/ROBER at equal accuracy. κ = 0.03 was too loose: E5s at rtol 1e-4 then had
+# 1.9 correct digits (2.5 required; κ = 0.01: 4.5). At rtol 1e-8 E5s reads 5.8 digits with κ = 0.01, above its
+# float64 floor (5.4, see pysens.bench.testset: BDF/Radau/LSODA scatter 5.5-7.7 there at any tighter tolerance).
 NEWTON_KAPPA = 0.01
 MIN_FACTOR, MAX_FACTOR = 0.2, 10.0
 _KAPPA = (0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0)  # Klopfenstein–Shampine NDF coefficients (ode15s)

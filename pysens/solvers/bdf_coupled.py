@@ -24,11 +24,10 @@ import torch
 from torch import Tensor
 
 from .bdf import _ALPHA, _ERROR_CONST, _GAMMA, CARRY_RATE, MAX_FACTOR, MAX_ORDER, MIN_FACTOR, NEWTON_MAXITER, QNDFSolver
-from .driver import FLOOR_ULPS, _initial_step, finished_solution
+from .driver import _initial_step, finished_solution, step_floor
 from .options import time_slack
 from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, SUCCESS, UNSTABLE, Solution
 
-_EPS64 = 2.220446049250313e-16
 _FAILURE_CODES = (DT_LESS_THAN_MIN, UNSTABLE, CONVERGENCE_FAILURE)  # by the last failure: error, non-finite, Newton
 
 
@@ -60,23 +59,13 @@ class CoupledQNDFSolver(QNDFSolver):
 
     def _setup_coupled(self) -> None:
         kw = {"dtype": self.dtype, "device": self.device}
-        n = MAX_ORDER + 3
         self._pp = [None]  # per order k: rows (y⁰, ψ) over D_0..D_k, [2, k+1]
         self._U = [None]  # per order k: U = R(1), [k+1, k+1]
-        self._update = [None]  # per order k: D' = A_k D + v_k ⊗ d
         for k in range(1, MAX_ORDER + 1):
             psi = [0.0] + [_GAMMA[j] / _ALPHA[k] for j in range(1, k + 1)]
             self._pp.append(torch.tensor([[1.0] * (k + 1), psi], **kw))
             self._U.append(torch.tensor(_rescale_rows(1.0, k), **kw))
-            A = torch.zeros(n, n, **kw)
-            for i in range(k + 1):
-                A[i, i : k + 1] = 1.0
-            A[k + 2, k + 1] = -1.0
-            for i in range(k + 3, n):
-                A[i, i] = 1.0
-            v = torch.zeros(n, **kw)
-            v[: k + 3] = 1.0
-            self._update.append((A, v))
+        # the update after an accepted step, D' = A_k D + v_k ⊗ d, is self.tab.update[k], self.tab.update_corr[k]
 
     def _norm(self, v: Tensor) -> float:
         """``max_b`` of the per-sample RMS of ``v [B, d]`` (already divided by the error scale), as a float."""
@@ -200,7 +189,7 @@ class CoupledQNDFSolver(QNDFSolver):
             safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
 
             if converged and err <= 1.0:
-                A, v = self._update[order]
+                A, v = self.tab.update[order], self.tab.update_corr[order]
                 D = torch.addr(_combine(D, A), corr.reshape(-1), v)
                 idx = self._save_coupled(out, save_times, idx, t_new, h, order, D, y_new, direction)
                 y, t = y_new, t_new
@@ -239,7 +228,7 @@ class CoupledQNDFSolver(QNDFSolver):
                     D = self._rescale(D, order, shrink)
                     h, n_equal = h * shrink, 0
 
-            floor = FLOOR_ULPS * _EPS64 * max(abs(t), _EPS64 * span) if opts.dtmin is None else opts.dtmin
+            floor = step_floor(t, span) if opts.dtmin is None else opts.dtmin
             if abs(h) < floor:
                 return self._finish(_FAILURE_CODES[last_failure], naccept, nreject, start, saveat, out, t)
 

@@ -162,13 +162,16 @@ def _identity(v: Tensor) -> Tensor:
     return v
 
 
-def step_floor(t: Tensor, span: float) -> Tensor:
-    """The default smallest step per sample, ``[B]``: ``FLOOR_ULPS`` ulp of the sample's current time.
+def step_floor(t: Tensor | float, span: float) -> Tensor | float:
+    """The default smallest step per sample, ``[B]`` (or for one clock given as a float): ``FLOOR_ULPS`` ulp of the
+    current time.
 
     It follows the clock as SciML's does (a step below a few ulp of ``t`` no longer moves ``t``), never the span: a
     transient at t ~ 1e-6 of a solve to 1e11 still gets steps of 1e-12. At t = 0 the ulp of ``eps · span`` stands in
     for that of t (a step of 1e-300 at the origin is no step anyone needs)."""
     eps = torch.finfo(torch.float64).eps
+    if isinstance(t, float):  # a whole-batch clock (QNDF's coupled layout keeps its step control on Python floats)
+        return FLOOR_ULPS * eps * max(abs(t), eps * span)
     return FLOOR_ULPS * eps * t.abs().clamp_min(eps * span)
 
 

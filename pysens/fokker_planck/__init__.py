@@ -8,7 +8,8 @@
 * ``gap``: the same prior samples through the PF-ODE and the reverse SDE, and W2 by exact grid OT, sliced and
   Gaussian; the authors' Euler/EM schedule as a preset.
 * ``bound``: the derived Grönwall bound (seed001 §3.3b, not the paper's theorem), its score mismatch from samples or
-  from the log-ratio PDE solved on a grid (§3.3a), and the linear-score oracle.
+  from a grid solution of the log-ratio PDE, and the linear-score oracle.
+* ``log_ratio``: the log-ratio PDE (§3.3a) solved on a grid by the method of lines (d ≤ 2).
 * ``experiment``: the reproduction and training study behind ``benchmarks/ode_sde_gap.py`` and the CLI verb.
 
 Time runs forward from t = 0 (data) to T (noise); states are ``[B, d]``; see CONVENTIONS.md.
@@ -18,13 +19,11 @@ from pysens.fokker_planck.bound import (
     MISMATCHES,
     DerivedBound,
     LinearScoreOracle,
-    LogRatioSolution,
     derived_w2_bound,
     estimate_derived_bound,
     linear_score_oracle,
     linear_score_residual,
     log_ratio_bound,
-    solve_log_ratio,
 )
 from pysens.fokker_planck.data import TOY_DATASETS, blob_mixture, sample_toy
 from pysens.fokker_planck.gap import (
@@ -42,6 +41,7 @@ from pysens.fokker_planck.gap import (
     uniform_schedule,
     w2_grid,
 )
+from pysens.fokker_planck.log_ratio import LogRatioSolution, solve_log_ratio
 from pysens.fokker_planck.potential import (
     AUTHORS_DATASETS,
     AUTHORS_WEIGHTS,

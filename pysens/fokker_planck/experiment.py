@@ -24,15 +24,10 @@ import torch
 
 from pysens.artifacts import save_figure, write_json
 from pysens.commands.ode_sde_gap import build_parser
-from pysens.fokker_planck.bound import (
-    derived_w2_bound,
-    graded_times,
-    linear_score_oracle,
-    log_ratio_bound,
-    solve_log_ratio,
-)
+from pysens.fokker_planck.bound import derived_w2_bound, linear_score_oracle, log_ratio_bound
 from pysens.fokker_planck.data import sample_toy
 from pysens.fokker_planck.gap import Grid, ode_sde_gap, w2_grid
+from pysens.fokker_planck.log_ratio import graded_times, solve_log_ratio
 from pysens.fokker_planck.potential import (
     AUTHORS_DATASETS,
     AUTHORS_WEIGHTS,

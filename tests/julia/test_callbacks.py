@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pysens.solvers.backends.julia_backend import StateBridge, jvp_callback, noise_callback, rhs_callback
+from pysens.solvers.backends.julia_callbacks import StateBridge, jvp_callback, noise_callback, rhs_callback
 
 B, EVENT = 3, (2, 2)
 SHAPE = torch.Size((B, *EVENT))

@@ -144,6 +144,7 @@ def test_built_wheel_ships_the_manifest_and_the_julia_package(tmp_path):
         "pysens/julia/PySensSolvers/src/PySensSolvers.jl",
         "pysens/julia/PySensSolvers/test/runtests.jl",
         "pysens/solvers/backends/julia_backend.py",
+        "pysens/solvers/backends/julia_callbacks.py",
     }
     assert expected <= names, expected - names
     shipped = json.loads(zipfile.ZipFile(wheel).read("pysens/juliapkg.json"))

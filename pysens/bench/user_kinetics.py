@@ -1,0 +1,193 @@
+"""The stiff-speed peers as their users write them: numpy right-hand sides and Jacobians handed to scipy and CVODE.
+
+pysens's scipy backend calls scipy and scikit-sundae with the problem's *torch* right-hand side, which is the right
+way to check pysens's numerics against theirs, but not what a scipy or SUNDIALS user runs: they write the kinetics in
+numpy (one call costs a few microseconds, where eight torch operations on a 3- or 8-element tensor cost tens), with an
+analytic Jacobian from the test set's description, and call the solver directly with its defaults. This module is
+that code for the stiff-speed problems (HIRES, ROBER, OREGO of the Bari test set, Mazzia & Magherini), batched the
+way such a user batches independent copies:
+
+* **per sample**: one solve per row, a loop (``solve_ivp`` BDF/Radau/LSODA with ``jac``; CVODE dense with ``jacfn``);
+* **whole batch**: the rows flattened into one ``B·d`` system, one step size for all (score_sde's layout), the
+  Jacobian block-diagonal: sparse CSC for BDF/Radau (scipy's sparse LU), dense for LSODA (it takes no sparse
+  Jacobian), and for CVODE both a dense ``jacfn`` and its banded linear solver with CVODE's own difference-quotient
+  band Jacobian (half-bandwidth d − 1 covers the blocks: what a SUNDIALS user picks for many small independent
+  systems).
+
+The solvers see ``rtol`` and ``atol`` as given (their native per-step meaning); stiff-speed finds each setup's loosest
+rtol reaching the digits, so the comparison is time to the same accuracy. Tolerances, ``max_step`` and the rest
+stay at the library defaults. Every solve returns ``(x_final [n, d] float64 tensor, retcode, nf)`` as stiff-speed's
+setups do; retcode is "Success" or the library's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.integrate import solve_ivp
+
+Tensor = torch.Tensor
+MAX_STEPS = 200_000
+
+
+def _hires(y: np.ndarray) -> np.ndarray:
+    y1, y2, y3, y4, y5, y6, y7, y8 = y.T
+    r = 280.0 * y6 * y8
+    f7 = r - 1.81 * y7
+    return np.stack(
+        [
+            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+            1.71 * y1 - 8.75 * y2,
+            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+            f7,
+            -f7,
+        ],
+        1,
+    )
+
+
+def _hires_jacobian(y: np.ndarray) -> np.ndarray:
+    J = np.zeros((y.shape[0], 8, 8))
+    J[:, 0, :3] = (-1.71, 0.43, 8.32)
+    J[:, 1, :2] = (1.71, -8.75)
+    J[:, 2, 2:5] = (-10.03, 0.43, 0.035)
+    J[:, 3, 1:4] = (8.32, 1.71, -1.12)
+    J[:, 4, 4:7] = (-1.745, 0.43, 0.43)
+    J[:, 5, 3:5] = (0.69, 1.71)
+    J[:, 5, 5] = -0.43 - 280.0 * y[:, 7]
+    J[:, 5, 6] = 0.69
+    J[:, 5, 7] = -280.0 * y[:, 5]
+    J[:, 6, 5] = 280.0 * y[:, 7]
+    J[:, 6, 6] = -1.81
+    J[:, 6, 7] = 280.0 * y[:, 5]
+    J[:, 7, 5:8] = -J[:, 6, 5:8]
+    return J
+
+
+def _rober(y: np.ndarray) -> np.ndarray:
+    y1, y2, y3 = y.T
+    f1 = -0.04 * y1 + 1.0e4 * y2 * y3
+    f3 = 3.0e7 * y2 * y2
+    return np.stack([f1, -f1 - f3, f3], 1)
+
+
+def _rober_jacobian(y: np.ndarray) -> np.ndarray:
+    y2, y3 = y[:, 1], y[:, 2]
+    J = np.zeros((y.shape[0], 3, 3))
+    J[:, 0, 0] = -0.04
+    J[:, 0, 1] = 1.0e4 * y3
+    J[:, 0, 2] = 1.0e4 * y2
+    J[:, 2, 1] = 6.0e7 * y2
+    J[:, 1] = -J[:, 0] - J[:, 2]
+    return J
+
+
+def _orego(y: np.ndarray) -> np.ndarray:
+    y1, y2, y3 = y.T
+    return np.stack(
+        [77.27 * (y2 + y1 * (1.0 - 8.375e-6 * y1 - y2)), (y3 - (1.0 + y1) * y2) / 77.27, 0.161 * (y1 - y3)], 1
+    )
+
+
+def _orego_jacobian(y: np.ndarray) -> np.ndarray:
+    y1, y2 = y[:, 0], y[:, 1]
+    J = np.zeros((y.shape[0], 3, 3))
+    J[:, 0, 0] = 77.27 * (1.0 - 2 * 8.375e-6 * y1 - y2)
+    J[:, 0, 1] = 77.27 * (1.0 - y1)
+    J[:, 1, 0] = -y2 / 77.27
+    J[:, 1, 1] = -(1.0 + y1) / 77.27
+    J[:, 1, 2] = 1.0 / 77.27
+    J[:, 2, 0] = 0.161
+    J[:, 2, 2] = -0.161
+    return J
+
+
+@dataclass(frozen=True)
+class NumpyKinetics:
+    """A test-set problem in numpy: ``rhs(y [n, d]) -> [n, d]`` and ``jacobian(y [n, d]) -> [n, d, d]`` (autonomous)."""
+
+    rhs: Callable[[np.ndarray], np.ndarray]
+    jacobian: Callable[[np.ndarray], np.ndarray]
+
+
+PROBLEMS = {
+    "hires": NumpyKinetics(_hires, _hires_jacobian),
+    "rober": NumpyKinetics(_rober, _rober_jacobian),
+    "orego": NumpyKinetics(_orego, _orego_jacobian),
+}
+SCIPY_METHODS = ("BDF", "Radau", "LSODA")
+Solve = Callable[[Tensor, float], tuple[Tensor, str, int]]
+
+
+def _system(kin: NumpyKinetics, n: int, d: int, jacobian: str):
+    """``(f(t, u), jac(t, u))`` of the ``n`` rows flattened into one vector ``u`` of ``n·d`` (row-major)."""
+
+    def f(t: float, u: np.ndarray) -> np.ndarray:
+        return kin.rhs(u.reshape(n, d)).reshape(-1)
+
+    def jac(t: float, u: np.ndarray):
+        blocks = kin.jacobian(u.reshape(n, d))
+        if jacobian == "sparse":
+            return sp.block_diag(list(blocks), format="csc")
+        return blocks[0] if n == 1 else sp.block_diag(list(blocks)).toarray()
+
+    return f, jac
+
+
+def scipy_solve(name: str, method: str, tspan: tuple[float, float], atol: Callable[[float], float]) -> Solve:
+    """``solve_ivp(method)`` on the numpy problem with its analytic Jacobian: sparse block-diagonal for BDF/Radau on
+    several rows, dense otherwise (LSODA takes dense only)."""
+    if method not in SCIPY_METHODS:
+        raise ValueError(f"method must be one of {SCIPY_METHODS}, got {method!r}")
+    kin = PROBLEMS[name]
+
+    def solve(x0: Tensor, rtol: float) -> tuple[Tensor, str, int]:
+        n, d = x0.shape
+        f, jac = _system(kin, n, d, "sparse" if method != "LSODA" and n > 1 else "dense")
+        sol = solve_ivp(f, tspan, x0.double().numpy().reshape(-1), method=method, rtol=rtol, atol=atol(rtol), jac=jac)
+        code = "Success" if sol.status == 0 else f"Failure: {sol.message}"
+        return torch.from_numpy(sol.y[:, -1].reshape(n, d).copy()), code, int(sol.nfev)
+
+    return solve
+
+
+def cvode_solve(name: str, tspan: tuple[float, float], atol: Callable[[float], float], linsolver: str) -> Solve:
+    """scikit-sundae's CVODE (BDF, Newton) on the numpy problem: ``linsolver="dense"`` with the analytic Jacobian
+    (block-diagonal for several rows), ``"band"`` with CVODE's difference-quotient band Jacobian of half-bandwidth
+    d − 1."""
+    from sksundae import cvode
+
+    if linsolver not in ("dense", "band"):
+        raise ValueError(f"linsolver must be 'dense' or 'band', got {linsolver!r}")
+    kin = PROBLEMS[name]
+
+    def solve(x0: Tensor, rtol: float) -> tuple[Tensor, str, int]:
+        n, d = x0.shape
+        f, jac = _system(kin, n, d, "dense")
+        calls = [0]
+
+        def rhsfn(t: float, u: np.ndarray, du: np.ndarray) -> None:
+            calls[0] += 1
+            du[:] = f(t, u)
+
+        options: dict = {"rtol": rtol, "atol": atol(rtol), "max_num_steps": MAX_STEPS}
+        if linsolver == "dense":
+
+            def jacfn(t: float, u: np.ndarray, du: np.ndarray, JJ: np.ndarray) -> None:
+                JJ[:, :] = jac(t, u)
+
+            options.update(linsolver="dense", jacfn=jacfn)
+        else:
+            options.update(linsolver="band", lband=d - 1, uband=d - 1)
+        out = cvode.CVODE(rhsfn, **options).solve(list(tspan), x0.double().numpy().reshape(-1))
+        code = "Success" if out.success else f"Failure: {out.message}"
+        return torch.from_numpy(np.array(out.y[-1]).reshape(n, d)), code, calls[0]
+
+    return solve

@@ -98,6 +98,8 @@ def log_likelihood(
     # "auto" caches its engine per user score: keyed on the caller's object, not on this solve's checking wrapper
     # (a new wrapper every call would re-measure every engine at every batch size in every solve)
     engine_key = ("score", id(score))
+    # the closed form is looked up on the caller's object: the checking wrapper below does not forward attributes
+    analytic = getattr(score, "score_and_divergence", None) if divergence_engine in ("auto", "analytic") else None
     score = checked_score(score)
     event = tuple(x.shape[1:])
     d = math.prod(event)
@@ -108,7 +110,6 @@ def log_likelihood(
     elif probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
         raise ValueError(f"probes must be shaped [K, {', '.join(map(str, x.shape))}], got {tuple(probes.shape)}")
     layout = StateLayout(x=event, delta=())
-    analytic = getattr(score, "score_and_divergence", None) if divergence_engine in ("auto", "analytic") else None
     if divergence_engine not in DIVERGENCE_ENGINES:
         raise ValueError(f"divergence_engine must be one of {DIVERGENCE_ENGINES}, got {divergence_engine!r}")
 

@@ -78,8 +78,9 @@ def log_likelihood(
         probes: Hutchinson probes ``[K, B, *event]`` to use instead of drawing them (sharded runs draw them per
             trajectory: :mod:`pysens.ensemble`).
         divergence_engine: the exact divergence's engine (:func:`pysens.derivatives.divergence`): ``"auto"``
-            (default) uses the model's closed form when it has one (``score.score_and_divergence(x, t)``, e.g.
-            :class:`~pysens.diffusion.GaussianMixtureScore`), else the fastest of the exact engines measured once
+            (default) uses the model's own divergence when it has one (``score.score_and_divergence(x, t)``: the
+            closed form of :class:`~pysens.diffusion.GaussianMixtureScore`, the structured pass of
+            :class:`~pysens.diffusion.MLPScore`), else the fastest of the exact engines measured once
             for this score and shape; or force ``"vjp"``, ``"grad-batched"``, ``"jvp"``, ``"loop"``, ``"analytic"``.
         terminal_log_density: ``log p_T(x_T) -> [B]``; default ``process.prior_log_density``.
         method, backend, rtol, atol, **solve_kwargs: passed to :func:`pysens.solve`.

@@ -37,7 +37,9 @@ from pysens.diffusion.processes import Time, expand_as_batch
 if TYPE_CHECKING:
     from pysens.diffusion.networks import MLPScore
 
-# rows per chunk: at most this many tangent entries (rows · hidden · d) per [hidden, rows, d] block
+# rows per chunk: at most this many tangent entries (rows · hidden · d) per [hidden, rows, d] block (1 MiB of float64).
+# Measured at hidden 256, B = 256 on one thread: 2^16–2^19 within noise of each other; one block for the whole batch
+# 40% slower at d = 64 (the blocks leave the caches), 2^14 ~25% slower (smaller matrix products)
 CHUNK_ELEMENTS = 1 << 17
 
 

@@ -9,6 +9,9 @@ Inputs are preconditioned by c_in = 1/sqrt(α_t² + β_t²), the inverse std of 
 and EDM states with β_t up to σ_max reach the network at O(1) size. The noise level enters through sinusoidal
 features of c_noise = log β_t, which spreads the many decades of β_t evenly.
 
+``MLPScore.score_and_divergence`` gives the score with its exact divergence from the layer structure in one pass
+(:mod:`pysens.diffusion.network_jacobians`); the likelihood's ``divergence_engine="auto"`` uses it.
+
 Checkpoints (``save_checkpoint`` / ``read_checkpoint`` / ``load_checkpoint``) store the class name, the
 ``config()`` (including the process's config), the state dict, the parameter dtype and a user ``extra`` dict.
 """

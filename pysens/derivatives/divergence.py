@@ -27,7 +27,7 @@ compute-bound), vmapped forward mode 2× slower; hence the measurement rather th
 
 A model-provided divergence is used without measuring because, where pysens has one, it beat every autodiff engine
 at every shape measured (``pysens bench likelihood-speed``, one thread, float64): the mixture's closed form by
-~10×, and the width-256 depth-3 MLP score's structured pass by 1.2–1.5× over the fastest autodiff engine at
+~10×, and the width-256 depth-3 MLP score's structured pass by 1.2–1.6× over the fastest autodiff engine at
 d = 16 and 64, B = 1, 16 and 256 (it does the same (depth − 1) h² d multiply-adds per row as the d reverse passes,
 in one matrix product per layer, minus their passes through the input and output layers and their overhead).
 

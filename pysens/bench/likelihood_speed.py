@@ -1,11 +1,14 @@
 """Likelihood speed against the peers' own pipelines (issue 13): exact divergences per call, then end to end.
 
 1. ``engines``: one exact divergence of a score at t = 0.5 (float64, one thread): the d = 16 Gaussian mixture given
-   as a plain callable (no closed form visible to pysens), and a width-256 depth-3 SiLU MLP score with d = 16 and
-   d = 64. Every engine of :func:`pysens.derivatives.divergence` (vmapped VJP, autograd-batched VJPs, vmapped JVP,
-   the VJP loop, and ``"auto"`` after its one measuring call) is timed interleaved in CPU seconds of this thread,
-   min over ``--runs-engines`` rounds; values are compared with the loop's. **Target**: auto ≥ the loop's speed
-   (ratio ≥ 1.0) with values equal to 1e-12.
+   as a plain callable (no closed form visible to pysens) and as pysens's class (its closed form), pysens's
+   width-256 depth-3 SiLU :class:`~pysens.diffusion.MLPScore` with d = 16 and d = 64 (its structured divergence,
+   :mod:`pysens.diffusion.network_jacobians`), and the d = 64 network behind a plain callable (a user's own network:
+   autodiff only). Every engine of :func:`pysens.derivatives.divergence` (vmapped VJP, autograd-batched VJPs,
+   vmapped JVP, the VJP loop, the model's ``score_and_divergence`` as ``"analytic"`` where it has one, passed exactly
+   as :func:`~pysens.diffusion.likelihood.log_likelihood` passes it, and ``"auto"`` after its one measuring call) is
+   timed interleaved in CPU seconds of this thread, min over ``--runs-engines`` rounds; values are compared with
+   the loop's. **Target**: auto ≥ the loop's speed (ratio ≥ 1.0) with values equal to 1e-12.
 2. ``end-to-end``: log p_{t0}(x) of B points, exact divergence, float64, over a tolerance sweep (rtol = atol), by
    pysens (:func:`pysens.diffusion.log_likelihood`, engine ``"auto"``, Tsit5 and DP8) and by the two peer pipelines
    of :mod:`pysens.bench.likelihood_peers` (k-diffusion-style torchdiffeq dopri5 with FFJORD's brute-force
@@ -45,7 +48,7 @@ from pysens.derivatives import chosen_engines, clear_engine_cache, divergence
 from pysens.diffusion import VP, MLPScore
 from pysens.diffusion.likelihood import log_likelihood
 
-ENGINES = ("loop", "vjp", "grad-batched", "jvp", "auto")
+ENGINES = ("loop", "vjp", "grad-batched", "jvp", "analytic", "auto")
 TARGET_ERROR = 1e-6
 TARGETS = {"mixture d=16": 3.0, "MLP d=64": 2.0}
 PYSENS_METHODS = ("Tsit5", "DP8")
@@ -78,50 +81,61 @@ def _engine_case(name: str, score, dim: int, batch: int, runs: int, seed: int) -
     def field(u: Tensor) -> Tensor:
         return score(u, t)
 
+    # the model's own divergence where it provides one, exactly as log_likelihood passes it to the divergence layer
+    closed = getattr(score, "score_and_divergence", None)
+    analytic = None if closed is None else (lambda u: closed(u, t))
+    engines = [e for e in ENGINES if e != "analytic" or analytic is not None]
     clear_engine_cache()
     key = ("bench", name)
-    divergence(field, x, engine="auto", key=key)  # the one measuring call
-    chosen = next(iter(chosen_engines().values()))
-    times: dict[str, list[float]] = {e: [] for e in ENGINES}
+    divergence(field, x, engine="auto", key=key, analytic=analytic)  # the one measuring call
+    chosen = next(iter(chosen_engines().values()), "analytic")  # "auto" measures nothing when a closed form is given
+    times: dict[str, list[float]] = {e: [] for e in engines}
     values: dict[str, Tensor] = {}
-    for e in ENGINES:  # warm-up
-        divergence(field, x, engine=e, key=key)
+    for e in engines:  # warm-up
+        divergence(field, x, engine=e, key=key, analytic=analytic)
     for _ in range(runs):
-        for e in ENGINES:
+        for e in engines:
             start = time.thread_time()  # one intra-op thread: all of the call's work, none of other processes'
-            _, values[e] = divergence(field, x, engine=e, key=key)
+            _, values[e] = divergence(field, x, engine=e, key=key, analytic=analytic)
             times[e].append(time.thread_time() - start)
     best = {e: min(v) for e, v in times.items()}
+    diff = {e: float((values[e] - values["loop"]).abs().max()) for e in engines}
+    scale = float(values["loop"].abs().max())
     return {
         "case": name,
         "dim": dim,
         "batch": batch,
+        "structure": "none (plain callable)" if closed is None else f"{type(score).__name__}.score_and_divergence",
         "auto_chose": chosen,
         "clock": "CPU seconds of this thread (time.thread_time)",
-        "ms": {e: 1e3 * best[e] for e in ENGINES},
+        "ms": {e: 1e3 * best[e] for e in engines},
         "ms_median": {e: 1e3 * statistics.median(v) for e, v in times.items()},
-        "max_abs_diff_vs_loop": {e: float((values[e] - values["loop"]).abs().max()) for e in ENGINES},
-        "scale": float(values["loop"].abs().max()),
+        "max_abs_diff_vs_loop": diff,
+        "scale": scale,
         "loop_over_auto": best["loop"] / best["auto"],
-        "met": bool(
-            best["loop"] / best["auto"] >= 1.0
-            and max(float((values[e] - values["loop"]).abs().max()) for e in ENGINES)
-            <= 1e-12 * max(1.0, float(values["loop"].abs().max()))
-        ),
+        "met": bool(best["loop"] / best["auto"] >= 1.0 and max(diff.values()) <= 1e-12 * max(1.0, scale)),
     }
 
 
+def engine_cases(seed: int, batch: int) -> list[tuple[str, Callable, int, int]]:
+    """(name, score, d, B): the d = 16 mixture as a plain callable and as pysens's class (closed form); pysens's MLP
+    score (its structured divergence) at d = 16 and 64, at ``batch`` rows and at B = 1 and 16 (the shapes behind
+    ``"auto"``'s rule for model-provided divergences); and the d = 64 MLP behind a plain callable, as a user's own
+    network is seen (no structure: autodiff engines only)."""
+    gmm = gaussian_mixture(16, 5, seed=seed)
+    mlp16, mlp64 = mlp_score(16, seed), mlp_score(64, seed)
+    cases = [("mixture d=16", plain_callable(gmm), 16, batch), ("mixture d=16 (closed form)", gmm, 16, batch)]
+    for small in (1, 16):
+        cases += [("MLP d=16", mlp16, 16, small), ("MLP d=64", mlp64, 64, small)]
+    cases += [("MLP d=16", mlp16, 16, batch), ("MLP d=64", mlp64, 64, batch)]
+    return [*cases, ("MLP d=64, plain callable", plain_callable(mlp64), 64, batch)]
+
+
 def run_engines(cfg: argparse.Namespace, say: Callable[[str], None]) -> list[dict]:
-    gmm = gaussian_mixture(16, 5, seed=cfg.seed)
-    cases = [
-        ("mixture d=16", plain_callable(gmm), 16),
-        ("MLP d=16", mlp_score(16, cfg.seed), 16),
-        ("MLP d=64", mlp_score(64, cfg.seed), 64),
-    ]
     out = []
-    for name, score, dim in cases:
-        say(f"engines: {name}, B = {cfg.engine_batch}")
-        out.append(_engine_case(name, score, dim, cfg.engine_batch, cfg.runs_engines, cfg.seed))
+    for name, score, dim, batch in engine_cases(cfg.seed, cfg.engine_batch):
+        say(f"engines: {name}, B = {batch}")
+        out.append(_engine_case(name, score, dim, batch, cfg.runs_engines, cfg.seed))
     return out
 
 
@@ -283,7 +297,8 @@ def report(result: dict) -> str:
     lines = []
     for e in result.get("engines", []):
         ms = ", ".join(f"{k} {v:.2f} ms" for k, v in e["ms"].items())
-        lines.append(f"{e['case']}: {ms}; auto chose {e['auto_chose']}; loop/auto {e['loop_over_auto']:.2f}")
+        head = f"{e['case']}, B = {e['batch']}"
+        lines.append(f"{head}: {ms}; auto chose {e['auto_chose']}; loop/auto {e['loop_over_auto']:.2f}")
     for r in result.get("end_to_end", []):
         ratios = ", ".join(f"{k}: {v:.2f}×" if v else f"{k}: –" for k, v in r["peer_over_pysens_at_target"].items())
         lines.append(f"{r['problem']} at mean error {result['target_error']:g}: {ratios} (target {r['target']}×)")

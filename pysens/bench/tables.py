@@ -446,12 +446,13 @@ def _likelihood_speed(results: Path) -> str:
     if data.get("engines"):
         clock = "CPU ms of the thread" if data["engines"][0].get("clock") else "ms"
         out += f"**Exact divergence per call** (float64, one thread, t = 0.5; {clock}, min over interleaved rounds)\n\n"
-        names = [k for k in ("loop", "vjp", "grad-batched", "jvp", "auto") if k in data["engines"][0]["ms"]]
+        order = ("loop", "vjp", "grad-batched", "jvp", "analytic", "auto")  # "analytic": where the model has one
+        names = [k for k in order if any(k in e["ms"] for e in data["engines"])]
         rows = [
             [
                 e["case"],
                 str(e["batch"]),
-                *(_num(e["ms"][k], ".2f") for k in names),
+                *(_num(e["ms"].get(k), ".2f") for k in names),
                 e["auto_chose"],
                 _times(e["loop_over_auto"]),
                 _num(max(e["max_abs_diff_vs_loop"].values()), ".1e"),

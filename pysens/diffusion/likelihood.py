@@ -78,8 +78,9 @@ def log_likelihood(
         probes: Hutchinson probes ``[K, B, *event]`` to use instead of drawing them (sharded runs draw them per
             trajectory: :mod:`pysens.ensemble`).
         divergence_engine: the exact divergence's engine (:func:`pysens.derivatives.divergence`): ``"auto"``
-            (default) uses the model's closed form when it has one (``score.score_and_divergence(x, t)``, e.g.
-            :class:`~pysens.diffusion.GaussianMixtureScore`), else the fastest of the exact engines measured once
+            (default) uses the model's own divergence when it has one (``score.score_and_divergence(x, t)``: the
+            closed form of :class:`~pysens.diffusion.GaussianMixtureScore`, the structured pass of
+            :class:`~pysens.diffusion.MLPScore`), else the fastest of the exact engines measured once
             for this score and shape; or force ``"vjp"``, ``"grad-batched"``, ``"jvp"``, ``"loop"``, ``"analytic"``.
         terminal_log_density: ``log p_T(x_T) -> [B]``; default ``process.prior_log_density``.
         method, backend, rtol, atol, **solve_kwargs: passed to :func:`pysens.solve`.
@@ -98,6 +99,8 @@ def log_likelihood(
     # "auto" caches its engine per user score: keyed on the caller's object, not on this solve's checking wrapper
     # (a new wrapper every call would re-measure every engine at every batch size in every solve)
     engine_key = ("score", id(score))
+    # the closed form is looked up on the caller's object: the checking wrapper below does not forward attributes
+    analytic = getattr(score, "score_and_divergence", None) if divergence_engine in ("auto", "analytic") else None
     score = checked_score(score)
     event = tuple(x.shape[1:])
     d = math.prod(event)
@@ -108,7 +111,6 @@ def log_likelihood(
     elif probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
         raise ValueError(f"probes must be shaped [K, {', '.join(map(str, x.shape))}], got {tuple(probes.shape)}")
     layout = StateLayout(x=event, delta=())
-    analytic = getattr(score, "score_and_divergence", None) if divergence_engine in ("auto", "analytic") else None
     if divergence_engine not in DIVERGENCE_ENGINES:
         raise ValueError(f"divergence_engine must be one of {DIVERGENCE_ENGINES}, got {divergence_engine!r}")
 

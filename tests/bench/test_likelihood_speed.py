@@ -57,8 +57,15 @@ def test_peer_pipelines_match_the_closed_form_density(path):
 def test_engines_part_writes_json_and_renders(tmp_path):
     assert main(["--out", str(tmp_path), "--parts", "engines", "--engine-batch", "4", "--runs-engines", "1"]) == 0
     data = json.loads((tmp_path / "likelihood_speed.json").read_text())
-    assert [e["case"] for e in data["engines"]] == ["mixture d=16", "MLP d=16", "MLP d=64"]
+    cases = [(e["case"], e["batch"]) for e in data["engines"]]
+    assert cases[:2] == [("mixture d=16", 4), ("mixture d=16 (closed form)", 4)]
+    assert ("MLP d=64", 1) in cases and ("MLP d=16", 4) in cases and cases[-1] == ("MLP d=64, plain callable", 4)
     for e in data["engines"]:
-        assert e["auto_chose"] in ("vjp", "grad-batched", "jvp", "loop") or e["auto_chose"].startswith("grad-batched:")
+        # the model's own divergence goes to "auto" exactly where the model has one (as log_likelihood passes it)
+        has_own = e["case"] == "mixture d=16 (closed form)" or e["case"] in ("MLP d=16", "MLP d=64")
+        assert ("analytic" in e["ms"]) == has_own
+        autodiff = e["auto_chose"] in ("vjp", "grad-batched", "jvp", "loop") or e["auto_chose"].startswith("grad-b")
+        assert e["auto_chose"] == "analytic" if has_own else autodiff
         assert max(e["max_abs_diff_vs_loop"].values()) <= 1e-12 * max(1.0, e["scale"])
-    assert "loop / auto" in render("likelihood-speed", tmp_path)
+    table = render("likelihood-speed", tmp_path)
+    assert "loop / auto" in table and "| analytic |" in table

@@ -346,7 +346,6 @@ class RosenbrockStepper(Stepper):
     def attempt(self, t: Tensor, x: Tensor, h: Tensor, adaptive: bool) -> Attempt:
         gamma = _R23_D if self.tab is None else self.tab.gamma
         hgamma = h * gamma
-        self._jt, self._jx = t, x  # where J was evaluated (a W-method's _linearise may keep an older point)
         T = self._linearise(t, x, h)
         singular = self._factor(hgamma)
         self._t, self._x, self._refine = t, x, None
@@ -385,7 +384,7 @@ class RosenbrockStepper(Stepper):
             self._refine = False
             return k
         self.f.n += 1
-        Jk = self.graph_jvp(self._jt.to(k.dtype), self._jx, k)  # J k at J's own point: the matrix that was factored
+        Jk = self.graph_jvp(self._t.to(k.dtype), self._x, k)
         if Jk is None:
             return k
         return self.linear.refine(r, k, Jk, self._refine_rows, self._floor, every=self._refine_every)

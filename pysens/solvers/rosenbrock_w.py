@@ -30,12 +30,12 @@ steps whose J is fresh: refining a solve with a stale W along f's own arithmetic
 (1.6–1.8 digits) than not refining it.
 
 Fixed-step solves have no error test to catch a W gone bad: they evaluate J on every step (as OrdinaryDiffEq does),
-and so do matrix-free (GMRES) solves, whose "J" is a product at the step's start anyway. Samples whose J is
-refreshed are linearised alone (f on those rows only), so a batch does no work for the samples that keep theirs, and
-every decision is the sample's own: a sample takes the same steps alone and in any batch.
+and so do matrix-free (GMRES) solves, whose "J" is a product at the step's start anyway. A linearisation pass
+evaluates the whole batch (f's rows need not be independent of which rows are passed) and only the samples that asked
+for a fresh J take theirs, so every decision is the sample's own: a sample takes the same steps alone and in any batch.
 
 ``stats.njac`` counts linearisation passes (one per attempt that refreshed any sample); ``sol.extra["jac_rows"]``
-counts per-sample Jacobians (equal to ``njac`` for one sample).
+counts the per-sample Jacobians taken into use (equal to ``njac`` for one sample).
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def _max_jac_age(extra: dict) -> int:
 class RosenbrockWStepper(RosenbrockStepper):
     """A Rosenbrock–W step (:class:`RosenbrockStepper`'s stages) on a per-sample Jacobian kept over steps (module
     docstring: when it is evaluated). Per-sample state, all ``[B]``: ``_age`` accepted steps on the current J,
-    ``_here`` J was evaluated at the sample's current point, ``_needs`` J is evaluated at the next attempt; ``_jt``/
-    ``_jx``/``_T``: the point J was evaluated at and ∂f/∂t there."""
+    ``_here`` J was evaluated at the sample's current point, ``_needs`` J is evaluated at the next attempt, ``_h_ref``
+    the previous accepted step; ``_T``: ∂f/∂t where the sample's J was evaluated."""
 
     def __init__(self, problem: ODEProblem, name: str, norm: ErrorNorm, extra: dict, adaptive: bool):
         tab = W_TABLEAUS[name]
@@ -143,8 +143,8 @@ class RosenbrockWStepper(RosenbrockStepper):
         self._singular: Tensor | None = None
 
     def _evaluate(self, t: Tensor, x: Tensor, h: Tensor, f0: Tensor) -> tuple[Tensor, Tensor | None]:
-        """J and ∂f/∂t (None: f does not read t) at the rows ``(t, x)`` (where f is ``f0``), on the path (fused or
-        separate) the first step chose."""
+        """J and ∂f/∂t (None: f does not read t) at ``(t, x)`` (where f is ``f0``), on the path (fused or separate)
+        the first step chose."""
         if self._fused:
             _, J, T = self._linearise_fused(t, x)
             return J, T
@@ -167,24 +167,19 @@ class RosenbrockWStepper(RosenbrockStepper):
         if first or count == B:
             self._same_point = False  # every sample asked for a fresh J
             self._T = super()._linearise(t, x, h)
-            self._lin_t, self._lin_x = t, x
             self._age = torch.zeros(B, dtype=torch.long, device=x.device)
-            self._h_ref = h.clone()
+            if first:
+                self._h_ref = h.clone()
         else:
             if self.f0 is None:
                 self.f0 = self.f(t, x)
-            if count:
-                J_rows, T_rows = self._evaluate(t[rows], x[rows], h[rows], self.f0[rows])
-                J = self.linear.J.clone()
-                J[rows] = J_rows
+            if count:  # the whole batch is linearised (f's rows need not be independent), the others keep theirs
+                J, T_new = self._evaluate(t, x, h, self.f0)
                 self.linear.set_jacobian(t, x, rows, J=J)
-                if T_rows is not None or self._T is not None:
-                    T = torch.zeros_like(x) if self._T is None else self._T.clone()
-                    T[rows] = 0.0 if T_rows is None else T_rows
-                    self._T = T
-                keep = ~rows.reshape((B,) + (1,) * (x.dim() - 1))
-                self._lin_t = torch.where(rows, t, self._lin_t)
-                self._lin_x = torch.where(keep, self._lin_x, x)
+                if T_new is not None or self._T is not None:
+                    T_new = torch.zeros_like(x) if T_new is None else T_new
+                    T_old = torch.zeros_like(x) if self._T is None else self._T
+                    self._T = torch.where(rows.reshape((B,) + (1,) * (x.dim() - 1)), T_new, T_old)
                 self._age = torch.where(rows, 0, self._age)
         self._h_try = h
         self.work.extra["jac_rows"] += count

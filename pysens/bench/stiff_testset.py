@@ -51,7 +51,9 @@ MAXITERS = 20_000  # per solve: a setup that needs more steps ends with MaxIters
 
 def setups() -> list[Setup]:
     """The compared setups: torch stiff methods with dense per-sample solves, scipy's stiff methods and CVODE."""
-    out = [Setup(f"torch {m}", m, options={"linsolve": "dense"}) for m in ("Rosenbrock23", "Rodas4", "Rodas5P")]
+    out = [
+        Setup(f"torch {m}", m, options={"linsolve": "dense"}) for m in ("Rosenbrock23", "Rodas4", "Rodas5P", "ROS34PW2")
+    ]
     out += [Setup(f"torch {m}", m, options={"linsolve": "dense"}) for m in ("TRBDF2", "KenCarp4")]
     out.append(Setup("torch QNDF", "QNDF"))
     out += [Setup("scipy Radau", "RadauIIA5", "scipy"), Setup("scipy BDF", "BDF", "scipy")]

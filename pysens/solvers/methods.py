@@ -106,6 +106,17 @@ _TABLE = (
         "Rodas5P", "ode", 5, True, True, ("torch", "julia"), (), "Rosenbrock 5(4), stiffly accurate", options=_LIN
     ),
     MethodInfo(
+        "ROS34PW2",
+        "ode",
+        3,
+        True,
+        True,
+        ("torch",),
+        (),
+        "Rosenbrock-W 3(2), L-stable, stiffly accurate (Rang-Angermann); torch: per-sample Jacobian kept over steps",
+        options=(*_LIN, "max_jac_age"),
+    ),
+    MethodInfo(
         "ROS3P",
         "ode",
         3,

@@ -212,9 +212,11 @@ class _Workspace:
 class RosenbrockStepper(Stepper):
     dense = False
 
-    def __init__(self, problem: ODEProblem, name: str, norm: ErrorNorm, extra: dict):
+    def __init__(
+        self, problem: ODEProblem, name: str, norm: ErrorNorm, extra: dict, tab: RosenbrockTableau | None = None
+    ):
         self.problem, self.name, self.norm = problem, name, norm
-        self.tab = ROSENBROCK_TABLEAUS.get(name)
+        self.tab = ROSENBROCK_TABLEAUS.get(name) if tab is None else tab
         self.order = 2 if self.tab is None else self.tab.order
         self.error_order = self.order
         self.f = Counter(problem.f, problem.x0.dtype)
@@ -238,8 +240,9 @@ class RosenbrockStepper(Stepper):
         self.f0 = self.f(t, x)
         return self.f0
 
-    def _time_derivative(self, t: Tensor, x: Tensor, h: Tensor) -> Tensor:
-        """∂f/∂t at (t, x): forward mode in t, else a finite difference in the direction of h."""
+    def _time_derivative(self, t: Tensor, x: Tensor, h: Tensor, f0: Tensor | None = None) -> Tensor:
+        """∂f/∂t at (t, x): forward mode in t, else a finite difference in the direction of h (from ``f0`` = f(t, x),
+        default the step's own)."""
         tt = t.to(x.dtype)
         try:
             self.f.n += 1
@@ -250,7 +253,8 @@ class RosenbrockStepper(Stepper):
             self._t_jvp_ok = False
             delta = math.sqrt(torch.finfo(x.dtype).eps) * t.abs().clamp_min(1.0)
             delta = torch.where(h < 0, -delta, delta)
-            return (self.f(t + delta, x) - self.f0) / bcast(delta.to(x.dtype), x)
+            f0 = self.f0 if f0 is None else f0
+            return (self.f(t + delta, x) - f0) / bcast(delta.to(x.dtype), x)
 
     def _fusable(self, x: Tensor) -> bool:
         """Whether f(t, x), J and ∂f/∂t may come from one replicated-rows pass (:meth:`_linearise_fused`): a dense
@@ -265,7 +269,7 @@ class RosenbrockStepper(Stepper):
         B, d = x.shape[0], self.problem.dim
         leaf = x.detach().repeat(d, *([1] * (x.dim() - 1))).requires_grad_(True)
         times = t.to(x.dtype).detach().repeat(d).requires_grad_(True)
-        if self._selector is None or self._selector.shape[1] != B:
+        if self._selector is None or self._selector.shape[0] != d * B:
             eye = torch.eye(d, dtype=x.dtype, device=x.device)
             self._selector = eye[:, None, :].expand(d, B, d).reshape(d * B, *x.shape[1:])
         with torch.enable_grad():
@@ -343,7 +347,7 @@ class RosenbrockStepper(Stepper):
         gamma = _R23_D if self.tab is None else self.tab.gamma
         hgamma = h * gamma
         T = self._linearise(t, x, h)
-        singular = self.linear.factor(hgamma)
+        singular = self._factor(hgamma)
         self._t, self._x, self._refine = t, x, None
         # Rosenbrock23's stage vectors are slopes (x_new = x + h k): their rounding reaches x times |h|
         self._k_to_x = bcast(h.abs().to(x.dtype), x) if self.tab is None else None
@@ -354,6 +358,10 @@ class RosenbrockStepper(Stepper):
             x_new, err_vec = self._generic(t, x, h, hb, T)
         err = self.norm(err_vec, x, x_new) if adaptive else None
         return Attempt(x_new=x_new, err=err, failed=singular)
+
+    def _factor(self, hgamma: Tensor) -> Tensor:
+        """Factor M = I − hγ J for the step; the ``[B]`` mask of singular samples."""
+        return self.linear.factor(hgamma)
 
     def _solve(self, r: Tensor) -> Tensor:
         """``M⁻¹ r``, refined where the solve's rounding would matter against atol.

@@ -100,6 +100,9 @@ TOLERANCE_MAPS: dict[str, ToleranceMap] = {
     "Rodas4P": _identity("as Rodas4 (julia only)"),
     "Rodas5P": _identity("order 5(4) with local extrapolation: global ~ tol; fit set err <= 0.9 rtol"),
     "ROS3P": _identity("order 3(2) with local extrapolation (julia only)"),
+    "ROS34PW2": ToleranceMap(
+        1.0, 0.46, "order 3(2) W-method propagating its order-3 solution: q = 1; K = err/tol up to 6.9 (OREGO, 1e-4)"
+    ),
     "KenCarp4": ToleranceMap(1.0, 0.08, "order 4(3) ESDIRK, local extrapolation: q = 1; fit set err up to 41 rtol"),
     "Kvaerno5": ToleranceMap(1.0, 0.08, "order 5(4) ESDIRK as KenCarp4 (julia only; KenCarp4's factor)"),
     "ImplicitEuler": ToleranceMap(2.0, 0.3, "order 1 without extrapolation: global ~ tol^(1/2), q = 2 (julia only)"),

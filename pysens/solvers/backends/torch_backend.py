@@ -9,6 +9,7 @@ from ..methods import MethodInfo
 from ..options import SolveOptions
 from ..problem import ODEProblem, SDEProblem
 from ..rosenbrock import ROSENBROCK_METHODS, solve_rosenbrock
+from ..rosenbrock_w import W_METHODS, solve_rosenbrock_w
 from ..solution import Solution
 from ..stochastic import SDE_SOLVERS
 from ..tableaus import TABLEAUS
@@ -29,4 +30,6 @@ def solve(problem: ODEProblem | SDEProblem, method: MethodInfo, opts: SolveOptio
         return solve_esdirk(problem, method.name, opts)
     if method.name in ROSENBROCK_METHODS:
         return solve_rosenbrock(problem, method.name, opts)
+    if method.name in W_METHODS:
+        return solve_rosenbrock_w(problem, method.name, opts)
     return solve_explicit(problem, TABLEAUS[method.name], opts)

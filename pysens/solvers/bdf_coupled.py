@@ -121,7 +121,6 @@ class CoupledQNDFSolver(QNDFSolver):
         rate_prev = math.inf
         naccept = nreject = 0
         last_failure = 0  # 0 error, 1 non-finite, 2 Newton
-        tol = self.newton_tol
         atol, rtol = self.flat_norm.atol, self.flat_norm.rtol
         rhs = self.f if len(self.shape) == 2 else self.rhs  # rows already flat: no reshapes around each call
 
@@ -157,6 +156,7 @@ class CoupledQNDFSolver(QNDFSolver):
             y_new = y_pred
             t_vec = clock(t_new)
             dn_old, rate = rate_prev, (rate_prev if CARRY_RATE else math.inf)
+            tol = self.newton_tol / _ERROR_CONST[order]  # τ_k = κ / C_k, the error test's units
             for m in range(NEWTON_MAXITER if not singular else 0):
                 r = rhs(t_vec, y_new).mul_(c).sub_(psi)
                 if corr is not None:

@@ -180,37 +180,44 @@ def component_digits(x_final: Tensor, reference, absolute: tuple[int, ...] = ())
 # ---- right-hand sides (rows of x are independent samples) ----
 
 
-def _hires(t: Tensor, y: Tensor) -> Tensor:
-    y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(1)
+def hires_rates(y1, y2, y3, y4, y5, y6, y7, y8) -> list:
+    """HIRES's eight rates from the species (torch or numpy arrays alike: the formulas once for both peers)."""
     r = 280.0 * y6 * y8
     f7 = r - 1.81 * y7
-    return torch.stack(
-        [
-            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            f7,
-            -f7,
-        ],
-        1,
-    )
+    return [
+        -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+        1.71 * y1 - 8.75 * y2,
+        -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+        8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+        -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+        -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+        f7,
+        -f7,
+    ]
+
+
+def _hires(t: Tensor, y: Tensor) -> Tensor:
+    return torch.stack(hires_rates(*y.unbind(1)), 1)
+
+
+def orego_rates(y1, y2, y3) -> list:
+    """OREGO's three rates (torch or numpy arrays alike)."""
+    return [77.27 * (y2 + y1 * (1.0 - 8.375e-6 * y1 - y2)), (y3 - (1.0 + y1) * y2) / 77.27, 0.161 * (y1 - y3)]
 
 
 def _orego(t: Tensor, y: Tensor) -> Tensor:
-    y1, y2, y3 = y.unbind(1)
-    return torch.stack(
-        [77.27 * (y2 + y1 * (1.0 - 8.375e-6 * y1 - y2)), (y3 - (1.0 + y1) * y2) / 77.27, 0.161 * (y1 - y3)], 1
-    )
+    return torch.stack(orego_rates(*y.unbind(1)), 1)
+
+
+def rober_rates(y1, y2, y3) -> list:
+    """ROBER's three rates (torch or numpy arrays alike)."""
+    f1 = -0.04 * y1 + 1.0e4 * y2 * y3
+    f3 = 3.0e7 * y2 * y2
+    return [f1, -f1 - f3, f3]
 
 
 def _rober(t: Tensor, y: Tensor) -> Tensor:
-    y1, y2, y3 = y.unbind(1)
-    f1 = -0.04 * y1 + 1.0e4 * y2 * y3
-    f3 = 3.0e7 * y2 * y2
-    return torch.stack([f1, -f1 - f3, f3], 1)
+    return torch.stack(rober_rates(*y.unbind(1)), 1)
 
 
 def _vdpol(t: Tensor, y: Tensor) -> Tensor:

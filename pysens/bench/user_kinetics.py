@@ -5,7 +5,8 @@ way to check pysens's numerics against theirs, but not what a scipy or SUNDIALS 
 numpy (one call costs a few microseconds, where eight torch operations on a 3- or 8-element tensor cost tens), with an
 analytic Jacobian from the test set's description, and call the solver directly with its defaults. This module is
 that code for the stiff-speed problems (HIRES, ROBER, OREGO of the Bari test set, Mazzia & Magherini), batched the
-way such a user batches independent copies:
+way such a user batches independent copies (the rate formulas are the test set's own, :mod:`pysens.bench.testset`,
+evaluated on numpy arrays):
 
 * **per sample**: one solve per row, a loop (``solve_ivp`` BDF/Radau/LSODA with ``jac``; CVODE dense with ``jacfn``);
 * **whole batch**: the rows flattened into one ``B·d`` system, one step size for all (score_sde's layout), the
@@ -30,27 +31,14 @@ import scipy.sparse as sp
 import torch
 from scipy.integrate import solve_ivp
 
+from pysens.bench.testset import hires_rates, orego_rates, rober_rates
+
 Tensor = torch.Tensor
 MAX_STEPS = 200_000
 
 
 def _hires(y: np.ndarray) -> np.ndarray:
-    y1, y2, y3, y4, y5, y6, y7, y8 = y.T
-    r = 280.0 * y6 * y8
-    f7 = r - 1.81 * y7
-    return np.stack(
-        [
-            -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
-            1.71 * y1 - 8.75 * y2,
-            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
-            8.32 * y2 + 1.71 * y3 - 1.12 * y4,
-            -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
-            -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
-            f7,
-            -f7,
-        ],
-        1,
-    )
+    return np.stack(hires_rates(*y.T), 1)
 
 
 def _hires_jacobian(y: np.ndarray) -> np.ndarray:
@@ -72,10 +60,7 @@ def _hires_jacobian(y: np.ndarray) -> np.ndarray:
 
 
 def _rober(y: np.ndarray) -> np.ndarray:
-    y1, y2, y3 = y.T
-    f1 = -0.04 * y1 + 1.0e4 * y2 * y3
-    f3 = 3.0e7 * y2 * y2
-    return np.stack([f1, -f1 - f3, f3], 1)
+    return np.stack(rober_rates(*y.T), 1)
 
 
 def _rober_jacobian(y: np.ndarray) -> np.ndarray:
@@ -90,10 +75,7 @@ def _rober_jacobian(y: np.ndarray) -> np.ndarray:
 
 
 def _orego(y: np.ndarray) -> np.ndarray:
-    y1, y2, y3 = y.T
-    return np.stack(
-        [77.27 * (y2 + y1 * (1.0 - 8.375e-6 * y1 - y2)), (y3 - (1.0 + y1) * y2) / 77.27, 0.161 * (y1 - y3)], 1
-    )
+    return np.stack(orego_rates(*y.T), 1)
 
 
 def _orego_jacobian(y: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pysens.derivatives.autotune import inside_transform
@@ -76,14 +75,8 @@ def mlp_score_and_divergence(net: MLPScore, x: Tensor, t: Time) -> tuple[Tensor,
     x_in = expand_as_batch(c_in, x) * x
     e = net.embedding(c_noise)
     flat = x_in.reshape(x_in.shape[0], -1)
-    h = flat
-    slopes = []
-    for layer, projection in zip(net.layers, net.noise_projections, strict=True):
-        a = layer(h) + projection(e)
-        h = F.silu(a)
-        sig = torch.sigmoid(a)
-        slopes.append(sig + h * (1 - sig))  # silu'(a) = σ(a)(1 + a(1 − σ(a)))
-    out = net.output(h)
+    slopes: list[Tensor] = []
+    out = net.output(net.hidden_layers(flat, e, slopes))  # the network's own forward, keeping silu' of every layer
     in_place = not torch.is_grad_enabled() and not inside_transform(x)
     trace = _chain_trace([layer.weight for layer in net.layers], net.output.weight, slopes, in_place)
     if net.skip_gate is not None:

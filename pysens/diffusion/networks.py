@@ -155,13 +155,23 @@ class MLPScore(_ScoreNetwork):
         self.input_skip = input_skip
         self.skip_gate = nn.Linear(embed_dim, 1) if input_skip else None
 
+    def hidden_layers(self, flat: Tensor, e: Tensor, slopes: list[Tensor] | None = None) -> Tensor:
+        """The hidden layers h_k = silu(W_k h_{k−1} + b_k + P_k e) of the flat input ``[B, d]`` with noise-level
+        features ``e``: h_depth ``[B, hidden]``. With a list ``slopes``, silu'(a_k) ``[B, hidden]`` of every layer's
+        pre-activation is appended to it (the structured divergence's diagonal factors; the same forward pass)."""
+        h = flat
+        for layer, projection in zip(self.layers, self.noise_projections, strict=True):
+            a = layer(h) + projection(e)
+            h = F.silu(a)
+            if slopes is not None:
+                sig = torch.sigmoid(a)
+                slopes.append(sig + h * (1 - sig))  # silu'(a) = σ(a)(1 + a(1 − σ(a)))
+        return h
+
     def predict_noise(self, x_in: Tensor, c_noise: Tensor) -> Tensor:
         e = self.embedding(c_noise)
         flat = x_in.reshape(x_in.shape[0], -1)
-        h = flat
-        for layer, projection in zip(self.layers, self.noise_projections, strict=True):
-            h = F.silu(layer(h) + projection(e))
-        out = self.output(h)
+        out = self.output(self.hidden_layers(flat, e))
         if self.skip_gate is not None:
             out = out + self.skip_gate(e) * flat
         return out.reshape(x_in.shape)

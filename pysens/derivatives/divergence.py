@@ -133,14 +133,8 @@ def divergence(
         if analytic is None:
             raise ValueError("engine='analytic' needs analytic=callable(x) -> (field, divergence)")
         return analytic(x)
-    if engine == "vjp":
-        return _divergence_vjp(fn, x, chunk_size)
-    if engine == "grad-batched":
-        return _divergence_grad_batched(fn, x, chunk_size)
-    if engine == "jvp":
-        return _divergence_jvp(fn, x, chunk_size)
-    if engine == "loop":
-        return _divergence_loop(fn, x)
+    if engine != "auto":
+        return _run_engine(engine, fn, x, chunk_size)
     if inside_transform(x):
         return _divergence_vjp(fn, x, chunk_size)
     # loop and grad-batched return values without a graph: candidates only where none is being recorded (they are
@@ -158,6 +152,12 @@ def divergence(
             candidates["loop"] = lambda: _divergence_loop(fn, x)
         candidates["jvp"] = lambda: _divergence_jvp(fn, x, chunk_size)
         return measure_engines(k, x, candidates)[1]
+    return _run_engine(name, fn, x, chunk_size)
+
+
+def _run_engine(name: str, fn: Field, x: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+    """The exact engine ``name``: one of the forced engines, or a cached choice of ``"auto"``
+    (``"grad-batched:c"``: grad-batched in chunks of c products)."""
     if name == "vjp":
         return _divergence_vjp(fn, x, chunk_size)
     if name == "jvp":

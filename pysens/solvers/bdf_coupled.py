@@ -47,11 +47,11 @@ def _neg_power(x: float, p: float) -> float:
 
 
 def _combine(D: Tensor, C: Tensor) -> Tensor:
-    """``D Cᵀ`` for the differences ``D [N, n]`` (N = B·d rows, n contiguous) and a tiny ``C [m, n]``: ``[N, m]``, a
-    broadcast product and a sum over the contiguous n, so that every row sums in the same order whatever N is (a BLAS
-    GEMM's blocking, and a strided reduction's vectorisation, depend on N: a sample's answer would depend on the
-    batch's size)."""
-    return (D[:, None, :] * C[None]).sum(-1)
+    """``D Cᵀ`` for the differences ``D [..., n]`` (each row's n differences contiguous) and a tiny ``C [m, n]``:
+    ``[..., m]``, a broadcast product and a sum over the contiguous n, so that every row sums in the same order whatever
+    the batch is (a BLAS GEMM's blocking, and a strided reduction's vectorisation, depend on the number of rows: a
+    sample's answer would depend on the batch's size; tested)."""
+    return (D.unsqueeze(-2) * C).sum(-1)
 
 
 class CoupledQNDFSolver(QNDFSolver):
@@ -59,23 +59,67 @@ class CoupledQNDFSolver(QNDFSolver):
 
     def _setup_coupled(self) -> None:
         kw = {"dtype": self.dtype, "device": self.device}
-        self._pp = [None]  # per order k: rows (y⁰, ψ) over D_0..D_k, [2, k+1]
+        self._psi = [None]  # per order k: the ψ weights over D_0..D_k, [k+1] (0 for D_0)
         self._U = [None]  # per order k: U = R(1), [k+1, k+1]
         for k in range(1, MAX_ORDER + 1):
-            psi = [0.0] + [_GAMMA[j] / _ALPHA[k] for j in range(1, k + 1)]
-            self._pp.append(torch.tensor([[1.0] * (k + 1), psi], **kw))
+            self._psi.append(torch.tensor([0.0] + [_GAMMA[j] / _ALPHA[k] for j in range(1, k + 1)], **kw))
             self._U.append(torch.tensor(_rescale_rows(1.0, k), **kw))
-        # the update after an accepted step, D' = A_k D + v_k ⊗ d, is self.tab.update[k], self.tab.update_corr[k]
+        # W⁻¹ r as one batched mat-vec: torch's bmm takes its plain per-matrix loop (each sample's sum in the same
+        # order, whatever B) below d·d = 400; above it BLAS kernels whose blocking depends on B (tested)
+        self._bmm_solve = self.d * self.d < 400
 
     def _norm(self, v: Tensor) -> float:
         """``max_b`` of the per-sample RMS of ``v [B, d]`` (already divided by the error scale), as a float."""
-        norms = torch.linalg.vector_norm(v, dim=1)
-        return float(norms if self.B == 1 else norms.amax()) * self._inv_sqrt_d
+        if self.B == 1:
+            return float(torch.linalg.vector_norm(v)) * self._inv_sqrt_d
+        return float(torch.linalg.vector_norm(v, dim=1).amax()) * self._inv_sqrt_d
 
-    def _rescale(self, D: Tensor, k: int, rho: float) -> Tensor:  # type: ignore[override]
-        """The differences re-expressed on the grid of step ``ρ h`` (order ``k``: ``D_{0..k} ← (R(ρ) U)ᵀ D_{0..k}``)."""
+    def _set_jacobian(self, t: float, x: Tensor) -> None:
+        """J at ``(t, x)`` (:class:`~pysens.solvers.linalg.DenseSolver`, with its scale S), and what every
+        factorisation until the next J reuses: the scaled ``S⁻¹ J S`` and the ratios ``S_i / S_j``."""
+        lin = self.linear
+        lin.set_jacobian(torch.full((self.B,), t, dtype=torch.float64, device=self.device), x)
+        if lin.D is None:
+            self._jac_scaled, self._ratio = lin.J, None
+        else:
+            self._jac_scaled = lin.J * (lin.D.transpose(1, 2) / lin.D)  # (S⁻¹ J S)_ij = J_ij S_j / S_i
+            self._ratio = lin.D / lin.D.transpose(1, 2)
+
+    def _factor(self, c: float) -> bool:
+        """W⁻¹ of every sample for ``W = I − c J``, from one batched inversion of the scaled ``S⁻¹ W S`` (LU with
+        partial pivoting, as :meth:`DenseSolver.factor`; pivots relative to each component's own scale), S folded
+        back in once (entry ij: ``S_i (S⁻¹ W S)⁻¹_ij / S_j``), so that each Newton solve is a single batched mat-vec.
+        Returns whether some sample's W is singular (an exactly zero pivot or a non-finite inverse)."""
+        self.work.nfactor += 1
+        if self._eye is None:
+            self._eye = torch.eye(self.d, dtype=self.dtype, device=self.device)
+        inv, info = torch.linalg.inv_ex(self._eye - c * self._jac_scaled)
+        self._winv = inv if self._ratio is None else inv * self._ratio
+        return bool((info != 0).any() | ~torch.isfinite(inv).all())
+
+    def _solve(self, r: Tensor) -> Tensor:
+        """W⁻¹ r per sample (``r [B, d]``), W⁻¹ with the scale folded in (:meth:`_factor`)."""
+        self.work.nlinsolve += 1
+        if self._bmm_solve:
+            return torch.bmm(self._winv, r.unsqueeze(-1)).view(self.B, self.d)
+        return (self._winv * r[:, None, :]).sum(-1)
+
+    def _rescale(self, k: int, rho: float) -> None:  # type: ignore[override]
+        """The differences re-expressed, in place, on the grid of step ``ρ h`` (order ``k``:
+        ``D_{0..k} ← (R(ρ) U)ᵀ D_{0..k}``)."""
         RU = torch.tensor(_rescale_rows(rho, k), dtype=self.dtype, device=self.device) @ self._U[k]
-        return torch.cat([_combine(D[:, : k + 1], RU.T), D[:, k + 1 :]], 1)
+        head = self._heads[k]
+        head.copy_(_combine(head, RU.T))
+
+    def _update(self, k: int, corr: Tensor) -> None:
+        """The differences after an accepted step of order k, in place (scipy's recursion): ``D_{k+2} = d − D_{k+1}``,
+        ``D_{k+1} = d``, ``D_i += D_{i+1}`` for i = k..0 (so ``D_i = Σ_{i≤j≤k} D_j + d``); elementwise, on views of
+        the columns taken once."""
+        cols = self._cols
+        torch.sub(corr, cols[k + 1], out=cols[k + 2])
+        cols[k + 1].copy_(corr)
+        for i in range(k, -1, -1):
+            cols[i].add_(cols[i + 1])
 
     def run(self) -> Solution:  # noqa: C901 -- the step loop, as in QNDFSolver.run
         start = time.perf_counter()
@@ -112,17 +156,28 @@ class CoupledQNDFSolver(QNDFSolver):
             h = min(h, opts.dtmax)
         h = direction * h
 
-        D = torch.zeros(B * d, MAX_ORDER + 3, dtype=dtype, device=device)  # column j: D_j of every sample, flat
-        D[:, 0] = y.reshape(-1)
-        D[:, 1] = (f0 * h).reshape(-1)
+        # D[b, i, j]: D_j of sample b, component i (each row's differences contiguous), kept in place throughout
+        D = torch.zeros(B, d, MAX_ORDER + 3, dtype=dtype, device=device)
+        self._cols = D.unbind(2)  # [B, d] views of D_0 .. D_{K+2}
+        self._heads = [D[..., : k + 1] for k in range(MAX_ORDER + 1)]  # D_0..D_k
+        self._cols[0].copy_(y)
+        torch.mul(f0, h, out=self._cols[1])
         order, n_equal = 1, 0
-        self.linear.set_jacobian(clock(t), problem.x0)
+        self._eye = None
+        self._set_jacobian(t, problem.x0)
         jac_fresh, lu_stale, c_lu, singular = True, True, math.nan, False
         rate_prev = math.inf
         naccept = nreject = 0
         last_failure = 0  # 0 error, 1 non-finite, 2 Newton
         atol, rtol = self.flat_norm.atol, self.flat_norm.rtol
-        rhs = self.f if len(self.shape) == 2 else self.rhs  # rows already flat: no reshapes around each call
+        # the right-hand side called directly (counted here as Counter counts), its time in the state's dtype
+        counter, f_user, shape = self.f, problem.f, self.shape
+        flat_rows = len(shape) == 2
+
+        def rhs(t_state: Tensor, x: Tensor) -> Tensor:
+            counter.n += 1
+            counter.rows += B
+            return f_user(t_state, x) if flat_rows else f_user(t_state, x.reshape(shape)).reshape(B, d)
 
         iteration = 0
         while True:
@@ -133,20 +188,21 @@ class CoupledQNDFSolver(QNDFSolver):
             remaining = t1 - t
             h_cap = abs(remaining) if opts.dtmax is None else min(abs(remaining), opts.dtmax)
             if abs(h) > h_cap:
-                D = self._rescale(D, order, h_cap / abs(h))
+                self._rescale(order, h_cap / abs(h))
                 h, n_equal = direction * h_cap, 0
             t_new = t1 if h == remaining else t + h
 
             c = h / _ALPHA[order]
             if lu_stale or c != c_lu:
                 c_lu, lu_stale = c, False
-                singular = bool(self.linear.factor(clock(c)).any())
-                self._invert()
+                singular = self._factor(c)
                 if CARRY_RATE:
                     rate_prev = math.inf
 
-            pp = _combine(D[:, : order + 1], self._pp[order])
-            y_pred, psi = pp[:, 0].view(B, d), pp[:, 1].view(B, d)
+            # predictor and ψ: sums over each row's contiguous D_0..D_k (batch-size independent)
+            head = self._heads[order]
+            y_pred = head.sum(2)
+            psi = (head * self._psi[order]).sum(2)
             scale_pred = (y_pred.abs() * rtol).add_(atol)
 
             # simplified Newton on d for the whole batch
@@ -154,11 +210,11 @@ class CoupledQNDFSolver(QNDFSolver):
             n_iter = 0
             corr = None
             y_new = y_pred
-            t_vec = clock(t_new)
+            t_state = torch.full((B,), t_new, dtype=dtype, device=device)
             dn_old, rate = rate_prev, (rate_prev if CARRY_RATE else math.inf)
             tol = self.newton_tol / _ERROR_CONST[order]  # τ_k = κ / C_k, the error test's units
             for m in range(NEWTON_MAXITER if not singular else 0):
-                r = rhs(t_vec, y_new).mul_(c).sub_(psi)
+                r = rhs(t_state, y_new).mul_(c).sub_(psi)
                 if corr is not None:
                     r = r.sub_(corr)
                 dy = self._solve(r)
@@ -171,7 +227,7 @@ class CoupledQNDFSolver(QNDFSolver):
                 elif not math.isfinite(dn):
                     nonfinite = True
                     break
-                corr = dy if corr is None else corr + dy
+                corr = dy if corr is None else corr.add_(dy)
                 y_new = y_pred + corr
                 n_iter += 1
                 if dn == 0 or (rate < 1 and rate / (1 - rate) * dn < tol):
@@ -189,9 +245,8 @@ class CoupledQNDFSolver(QNDFSolver):
             safety = 0.9 * (2 * NEWTON_MAXITER + 1) / (2 * NEWTON_MAXITER + n_iter)
 
             if converged and err <= 1.0:
-                A, v = self.tab.update[order], self.tab.update_corr[order]
-                D = torch.addr(_combine(D, A), corr.reshape(-1), v)
-                idx = self._save_coupled(out, save_times, idx, t_new, h, order, D, y_new, direction)
+                self._update(order, corr)
+                idx = self._save_coupled(out, save_times, idx, t_new, h, order, y_new, direction)
                 y, t = y_new, t_new
                 naccept += 1
                 n_equal += 1
@@ -200,23 +255,23 @@ class CoupledQNDFSolver(QNDFSolver):
                     return self._finish(SUCCESS, naccept, nreject, start, saveat, out, t)
                 if n_equal >= order + 1:  # order and step selection (errors of orders k−1, k, k+1)
                     k = order
-                    e_lo = math.inf if k == 1 else self._norm(D[:, k].view(B, d) / scale) * _ERROR_CONST[k - 1]
+                    e_lo = math.inf if k == 1 else self._norm(self._cols[k] / scale) * _ERROR_CONST[k - 1]
                     e_hi = math.inf
                     if k < self.max_order:
-                        e_hi = self._norm(D[:, k + 2].view(B, d) / scale) * _ERROR_CONST[k + 1]
+                        e_hi = self._norm(self._cols[k + 2] / scale) * _ERROR_CONST[k + 1]
                     factors = [_neg_power(e, 1.0 / (k + i)) for i, e in enumerate((e_lo, err, e_hi))]
                     factors = [0.0 if math.isnan(f) else f for f in factors]
                     best = max(factors)
                     order = k + factors.index(best) - 1
                     grow = min(safety * best, MAX_FACTOR)
-                    D = self._rescale(D, order, grow)
+                    self._rescale(order, grow)
                     h, n_equal = h * grow, 0
             else:
                 nreject += 1
                 newton_failed = not converged
                 if newton_failed and not jac_fresh and not nonfinite:
                     # a failed Newton with a stale Jacobian: fresh J at the predictor, same step (scipy, ode15s)
-                    self.linear.set_jacobian(t_vec, y_pred.reshape(self.shape))
+                    self._set_jacobian(t_new, y_pred.reshape(self.shape))
                     jac_fresh, lu_stale, rate_prev = True, True, math.inf
                 else:
                     if newton_failed:
@@ -225,7 +280,7 @@ class CoupledQNDFSolver(QNDFSolver):
                         shrink = safety * _neg_power(err, 1.0 / (order + 1))
                         shrink = MIN_FACTOR if math.isnan(shrink) else min(max(shrink, MIN_FACTOR), 1.0)
                     last_failure = 1 if nonfinite else (2 if newton_failed else 0)
-                    D = self._rescale(D, order, shrink)
+                    self._rescale(order, shrink)
                     h, n_equal = h * shrink, 0
 
             floor = step_floor(t, span) if opts.dtmin is None else opts.dtmin
@@ -247,7 +302,7 @@ class CoupledQNDFSolver(QNDFSolver):
             self.dtype,
         )
 
-    def _save_coupled(self, out, save_times, idx, t_new, h, order, D, y_new, direction) -> int:
+    def _save_coupled(self, out, save_times, idx, t_new, h, order, y_new, direction) -> int:
         """Fill the save times in (t, t_new] from the step's interpolating polynomial (as :meth:`QNDFSolver._save`)."""
         while idx < len(save_times):
             target = save_times[idx]
@@ -262,7 +317,7 @@ class CoupledQNDFSolver(QNDFSolver):
                 for m in range(order):
                     prod *= (s + m) / (m + 1)
                     coef.append(prod)
-                val = _combine(D[:, : order + 1], torch.tensor([coef], dtype=self.dtype, device=self.device))[:, 0]
-                out[idx] = val.view(self.B, self.d)
+                weights = torch.tensor([coef], dtype=self.dtype, device=self.device)
+                out[idx] = _combine(self._heads[order], weights)[..., 0]
             idx += 1
         return idx

@@ -68,6 +68,20 @@ class CoupledQNDFSolver(QNDFSolver):
         # order, whatever B) below d·d = 400; above it BLAS kernels whose blocking depends on B (tested)
         self._bmm_solve = self.d * self.d < 400
 
+    def _alloc_differences(self) -> Tensor:
+        """The differences ``D [B, d, K+3]`` (``D[b, i, j]``: D_j of sample b, component i; each row's differences
+        contiguous), zero, kept in place for the whole solve, with ``[B, d]`` views of each D_j (``_cols``) and of
+        D_0..D_k per order (``_heads``)."""
+        D = torch.zeros(self.B, self.d, MAX_ORDER + 3, dtype=self.dtype, device=self.device)
+        self._cols = D.unbind(2)
+        self._heads = [D[..., : k + 1] for k in range(MAX_ORDER + 1)]
+        return D
+
+    def _predict(self, k: int) -> tuple[Tensor, Tensor]:
+        """``(y⁰, ψ)`` of a step of order k, ``[B, d]`` each: sums over each row's contiguous D_0..D_k."""
+        head = self._heads[k]
+        return head.sum(2), (head * self._psi[k]).sum(2)
+
     def _norm(self, v: Tensor) -> float:
         """``max_b`` of the per-sample RMS of ``v [B, d]`` (already divided by the error scale), as a float."""
         if self.B == 1:
@@ -156,10 +170,7 @@ class CoupledQNDFSolver(QNDFSolver):
             h = min(h, opts.dtmax)
         h = direction * h
 
-        # D[b, i, j]: D_j of sample b, component i (each row's differences contiguous), kept in place throughout
-        D = torch.zeros(B, d, MAX_ORDER + 3, dtype=dtype, device=device)
-        self._cols = D.unbind(2)  # [B, d] views of D_0 .. D_{K+2}
-        self._heads = [D[..., : k + 1] for k in range(MAX_ORDER + 1)]  # D_0..D_k
+        self._alloc_differences()
         self._cols[0].copy_(y)
         torch.mul(f0, h, out=self._cols[1])
         order, n_equal = 1, 0
@@ -199,10 +210,7 @@ class CoupledQNDFSolver(QNDFSolver):
                 if CARRY_RATE:
                     rate_prev = math.inf
 
-            # predictor and ψ: sums over each row's contiguous D_0..D_k (batch-size independent)
-            head = self._heads[order]
-            y_pred = head.sum(2)
-            psi = (head * self._psi[order]).sum(2)
+            y_pred, psi = self._predict(order)
             scale_pred = (y_pred.abs() * rtol).add_(atol)
 
             # simplified Newton on d for the whole batch

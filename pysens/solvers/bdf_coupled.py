@@ -70,11 +70,12 @@ class CoupledQNDFSolver(QNDFSolver):
 
     def _alloc_differences(self) -> Tensor:
         """The differences ``D [B, d, K+3]`` (``D[b, i, j]``: D_j of sample b, component i; each row's differences
-        contiguous), zero, kept in place for the whole solve, with ``[B, d]`` views of each D_j (``_cols``) and of
-        D_0..D_k per order (``_heads``)."""
+        contiguous), zero, kept in place for the whole solve, with ``[B, d]`` views of each D_j (``_cols``; and
+        ``[B, d, 1]``, ``_cols_last``) and of D_0..D_k per order (``_heads``)."""
         D = torch.zeros(self.B, self.d, MAX_ORDER + 3, dtype=self.dtype, device=self.device)
         self._cols = D.unbind(2)
         self._heads = [D[..., : k + 1] for k in range(MAX_ORDER + 1)]
+        self._cols_last = [c.unsqueeze(-1) for c in self._cols]  # [B, d, 1]: D_j against a row of coefficients
         return D
 
     def _predict(self, k: int) -> tuple[Tensor, Tensor]:
@@ -122,8 +123,13 @@ class CoupledQNDFSolver(QNDFSolver):
         """The differences re-expressed, in place, on the grid of step ``ρ h`` (order ``k``:
         ``D_{0..k} ← (R(ρ) U)ᵀ D_{0..k}``)."""
         RU = torch.tensor(_rescale_rows(rho, k), dtype=self.dtype, device=self.device) @ self._U[k]
-        head = self._heads[k]
-        head.copy_(_combine(head, RU.T))
+        # new D_i = Σ_j (RU)_ji D_j for all i at once, accumulated over j elementwise (j = 0, 1, …, k in order): a
+        # sample's sums do not depend on the batch, and no [B, d, k+1, k+1] product is formed
+        cols = self._cols_last
+        acc = cols[0] * RU[0]
+        for j in range(1, k + 1):
+            acc += cols[j] * RU[j]
+        self._heads[k].copy_(acc)
 
     def _update(self, k: int, corr: Tensor) -> None:
         """The differences after an accepted step of order k, in place (scipy's recursion): ``D_{k+2} = d − D_{k+1}``,

@@ -29,7 +29,11 @@ setups; the time is the minimum over rounds of the process's CPU time (every set
 on a shared machine wall time also counts the waits for a core, so it is recorded but not compared), and the ratios
 (the fastest torch setup over each peer) are taken within the same run.
 
+``--large-batch N`` adds, per problem, a case at B = N with only the coupled torch QNDF and user CVODE's banded
+whole-batch solve (the fastest peer at B = 64), digits measured on ``CHECKED_ROWS`` evenly spaced copies.
+
     pysens bench stiff-speed [--out benchmarks/results] [--runs 3] [--quick] [--problems hires,rober]
+                             [--large-batch 4096]
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ DIGITS = 6.0
 RTOL_LADDER = (1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 3e-9, 1e-9)
 MAXITERS = 200_000
 BATCH = 64
+CHECKED_ROWS = 16  # copies whose digits are measured in the large-batch case (--large-batch)
 
 
 @dataclass
@@ -177,16 +182,32 @@ def _call(run: Run, x0: Tensor, rtol: float, loop_samples: int) -> tuple[Tensor,
     return x, code, nf, time.perf_counter() - start, x0.shape[0]
 
 
-def bench_case(problem: StiffTestProblem, batch: int, runs: int, loop_samples: int, cvode: bool, progress) -> dict:
+def large_batch_setups(problem: StiffTestProblem, cvode: bool) -> list[Run]:
+    """The large-batch case: the coupled torch QNDF against the fastest whole-batch peer of the B = 64 rows, user
+    CVODE with its banded solver (the dense and sparse whole-batch setups factor a B·d system and per-sample loops
+    scale linearly: minutes at B = 4096, and far behind at B = 64 already)."""
+    runs = [Run("torch QNDF coupled", _pysens(problem, "QNDF", batch="coupled"), peer=False)]
+    if cvode and problem.name in user_kinetics.PROBLEMS:
+        solve = user_kinetics.cvode_solve(problem.name, problem.tspan, problem.atol, "band")
+        runs.append(Run("user CVODE band whole batch", solve, user_code=True))
+    return runs
+
+
+def bench_case(
+    problem: StiffTestProblem, batch: int, runs: int, loop_samples: int, cvode: bool, progress, large: bool = False
+) -> dict:
+    """One problem at one batch size; ``large``: only :func:`large_batch_setups`, digits measured on
+    ``CHECKED_ROWS`` evenly spaced copies (each against its own Radau reference: the copies are independent)."""
     x0 = _initial_states(problem, batch)
-    ref = _reference(problem, x0)
+    checked = torch.linspace(0, batch - 1, CHECKED_ROWS).round().long() if large else torch.arange(batch)
+    ref = _reference(problem, x0[checked])
     rows = {}
     chosen = {}
-    runs_here = setups(problem, batch, cvode)
+    runs_here = large_batch_setups(problem, cvode) if large else setups(problem, batch, cvode)
     for run in runs_here:
         for rtol in RTOL_LADDER:
             x, code, nf, _, n = _call(run, x0, rtol, loop_samples)
-            digits = _digits(problem, x, ref[:n])
+            digits = _digits(problem, x[checked[checked < n]], ref[checked < n])
             progress(f"{problem.name} B={batch} {run.name} rtol={rtol:g}: {code}, scd {digits:.2f}")
             if code == "Success" and digits >= DIGITS:
                 chosen[run.name] = (run, rtol)
@@ -212,7 +233,10 @@ def bench_case(problem: StiffTestProblem, batch: int, runs: int, loop_samples: i
     user_peers = {k: v for k, v in timed.items() if rows[k]["user_code"]}
     summary = _verdict(engines, backend_peers, batch)
     summary["user_code"] = _verdict(engines, user_peers, batch)
-    return {"problem": problem.name, "batch": batch, "setups": rows, "summary": summary}
+    case = {"problem": problem.name, "batch": batch, "setups": rows, "summary": summary}
+    if large:
+        case["checked_rows"] = CHECKED_ROWS
+    return case
 
 
 def _verdict(engines: dict[str, float], peers: dict[str, float], batch: int) -> dict:
@@ -274,6 +298,9 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--loop-samples", type=int, default=8, help="samples a per-sample loop is timed on at B > 1")
     parser.add_argument("--quick", action="store_true", help="one timed round, 4 looped samples (smoke run)")
+    parser.add_argument(
+        "--large-batch", type=int, default=0, help="also this batch size, coupled QNDF vs banded CVODE only (0: off)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     report = progress or (lambda msg: print(" ", msg, flush=True))
@@ -286,6 +313,10 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     for name in args.problems.split(","):
         for batch in (1, args.batch):
             cases.append(bench_case(PROBLEMS[name], batch, runs, min(loop, batch), cvode, report))
+            _write(out, cases, runs, loop, cvode, started)
+            print(table({"cases": cases}), flush=True)
+        if args.large_batch > 1:
+            cases.append(bench_case(PROBLEMS[name], args.large_batch, runs, 1, cvode, report, large=True))
             _write(out, cases, runs, loop, cvode, started)
             print(table({"cases": cases}), flush=True)
     return 0

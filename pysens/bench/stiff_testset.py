@@ -20,9 +20,10 @@ JSON lists them (the target is none).
 Every solve is capped at ``--maxiters`` step attempts (default 20000): a setup that needs more ends with ``MaxIters``.
 Long sweeps can be split (``--problems``, ``--setups``) into several processes writing separate ``--json`` files and
 joined with ``--merge a.json b.json ...`` (points of the same problem are concatenated; a later file's point for
-the same setup and rtol replaces an earlier one).
+the same setup and rtol replaces an earlier one). ``--rtols 1e-3,3e-4,...`` runs any other grid (e.g. a finer one,
+to find tolerances between the calibration's grid points where a method's global error per tolerance peaks).
 
-    pysens bench stiff-testset [--out benchmarks/results] [--quick] [--problems hires,rober] [--runs 1]
+    pysens bench stiff-testset [--out benchmarks/results] [--quick | --rtols 1e-3,2e-5] [--problems hires,rober]
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     parser.add_argument("--runs", type=int, default=1, help="timed runs per point (after --warmup untimed ones)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="rtol 1e-4, 1e-6 and 1e-8 only")
+    parser.add_argument("--rtols", default="", help="comma-separated rtols to run instead (each in (0, 1))")
     parser.add_argument("--tolerance-model", default=DEFAULT_TOLERANCE_MODEL, choices=TOLERANCE_MODELS)
     parser.add_argument("--setups", default="", help="comma-separated setup names to run (default: all)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="join these result files into --out/--json")
@@ -156,6 +158,10 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rtols = QUICK_RTOLS if args.quick else RTOLS
+    if args.rtols:
+        if args.quick:
+            parser.error("--rtols and --quick: give one of them")
+        rtols = parse_rtols(args.rtols, parser.error)
     started = time.perf_counter()
     compared = setups()
     if args.setups:
@@ -189,6 +195,21 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         print(f"  {w['problem']} {w['setup']} rtol={w['reltol']:.0e}: scd {w['scd']} < {w['required_digits']}")
     print(f"wrote {out / args.json} and PNGs in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def parse_rtols(text: str, error: Callable[[str], None]) -> tuple[float, ...]:
+    """The rtols of a comma-separated list, tightest last and without repeats; ``error`` (the parser's) on a value
+    that is not a number in (0, 1)."""
+    values = []
+    for item in (t.strip() for t in text.split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not 0.0 < value < 1.0:
+            error(f"--rtols: expected comma-separated numbers in (0, 1), got {item!r}")
+        values.append(value)
+    return tuple(sorted(set(values), reverse=True))
 
 
 def _plot_title(name: str) -> str:

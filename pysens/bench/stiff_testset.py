@@ -42,11 +42,13 @@ from pysens.bench.testset import PROBLEMS, StiffTestProblem
 from pysens.bench.work_precision import Setup, WorkPrecision, work_precision
 from pysens.solvers import backend_status
 from pysens.solvers.methods import METHODS
-from pysens.solvers.tolerance import DEFAULT_TOLERANCE_MODEL, TOLERANCE_MODELS
+from pysens.solvers.tolerance import DEFAULT_TOLERANCE_MODEL, TOLERANCE_MODELS, internal_tolerances, tolerance_map
 
 RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 QUICK_RTOLS = (1e-4, 1e-6, 1e-8)
 DIGITS_MARGIN = 1.5  # a Success with fewer than -log10(rtol) - this many correct digits is a wrong answer
+FIT_SET = ("hires", "orego", "vdpol", "rober")  # the tolerance model's calibration problems (pysens.solvers.tolerance)
+CALIBRATION_SAFETY = 10**0.5  # S of the calibration c = (S / K_max)^q: global error at most ~S·rtol on the fit set
 MAXITERS = 20_000  # per solve: a setup that needs more steps ends with MaxIters (bounded suite time)
 
 
@@ -129,6 +131,9 @@ def run_problem(
             need = float(problem.required_digits(x_final, p["reltol"], p["abstol"], DIGITS_MARGIN)[0])
         p["required_digits"] = need if math.isfinite(need) else literal
         p["wrong"] = p["retcode"] == "Success" and (p["scd"] is None or p["scd"] < p["required_digits"])
+        entry = tolerance_map(p["method"]) if tolerance_model == "proportional" else None
+        p["tolerance_map"] = [entry.q, entry.c] if entry is not None else [1.0, 1.0]  # the (q, c) this point ran with
+        p["rtol_internal"] = internal_tolerances(p["method"], p["reltol"], p["abstol"], tolerance_model)[0]
     return wp
 
 
@@ -210,6 +215,73 @@ def parse_rtols(text: str, error: Callable[[str], None]) -> tuple[float, ...]:
             error(f"--rtols: expected comma-separated numbers in (0, 1), got {item!r}")
         values.append(value)
     return tuple(sorted(set(values), reverse=True))
+
+
+def error_per_tolerance(problems: dict) -> list[dict]:
+    """Per setup of a sweep (``problems``: the JSON's ``"problems"``), the tolerance model's calibration quantities.
+
+    ``K = err / rtol_int^(1/q)`` at every ``Success`` (the global error per internal tolerance, the constant of the
+    model ``err = K·tol^(1/q)`` of :mod:`pysens.solvers.tolerance`, with the ``(q, c)`` the point ran with);
+    ``k_max`` its largest value on the fit set (:data:`FIT_SET`), ``c_procedure = min(1, (S/k_max)^q)`` the factor
+    the documented calibration gives from it; ``ratio_max`` the largest ``err / rtol`` over every rtol-dominated
+    point (its required digits the literal ``−log10(rtol) − margin``), ``margin_min`` the least
+    ``scd − required_digits`` (negative: a wrong ``Success``), and ``wrong`` the count of wrong ``Success``.
+    Extremes are ``(value, problem, rtol)``.
+    """
+    rows: dict[str, dict] = {}
+
+    def keep(row: dict, key: str, value: float, where: tuple, largest: bool = True) -> None:
+        old = row[key]
+        if old is None or (value > old[0] if largest else value < old[0]):
+            row[key] = (value, *where)
+
+    for name, wp in problems.items():
+        for p in wp["points"]:
+            row = rows.setdefault(
+                p["setup"],
+                {"setup": p["setup"], "run": 0, "success": 0, "wrong": 0, "k_max": None, "ratio_max": None}
+                | {"margin_min": None, "q": None, "c": None},
+            )
+            row["run"] += p["retcode"] != "NotRun"
+            row["wrong"] += bool(p["wrong"])
+            if p["retcode"] != "Success" or p["scd"] is None:
+                continue
+            row["success"] += 1
+            entry = tolerance_map(p["method"])
+            row["q"], row["c"] = q, c = p.get("tolerance_map") or (entry.q, entry.c)
+            err, rtol, where = 10.0 ** -p["scd"], p["reltol"], (name, p["reltol"])
+            rtol_int = p.get("rtol_internal") or rtol * min(1.0, c * rtol ** (q - 1.0))
+            if name in FIT_SET:
+                keep(row, "k_max", err / rtol_int ** (1.0 / q), where)
+            if p["required_digits"] >= -math.log10(rtol) - DIGITS_MARGIN - 1e-9:  # rtol-dominated: the literal rule
+                keep(row, "ratio_max", err / rtol, where)
+            keep(row, "margin_min", p["scd"] - p["required_digits"], where, largest=False)
+    for row in rows.values():
+        k = row["k_max"]
+        row["c_procedure"] = None if k is None else min(1.0, (CALIBRATION_SAFETY / k[0]) ** row["q"])
+    return list(rows.values())
+
+
+def error_per_tolerance_table(data: dict) -> str:
+    """The markdown table of :func:`error_per_tolerance` for a sweep's JSON ``data``."""
+
+    def at(v, spec: str) -> str:
+        return "–" if v is None else f"{v[0]:{spec}} ({v[1]} {v[2]:.2g})"
+
+    head = ["setup", "(q, c)", "Success / run", "K_max, fit set", "c by the procedure", "largest err/rtol"]
+    lines = ["| " + " | ".join(head + ["least scd − required", "wrong"]) + " |", "|" + "---|" * 8]
+    for r in error_per_tolerance(data["problems"]):
+        qc = "–" if r["q"] is None else f"({r['q']:g}, {r['c']:g})"
+        c_proc = "–" if r["c_procedure"] is None else f"{r['c_procedure']:.2g}"
+        cells = [r["setup"], qc, f"{r['success']} / {r['run']}", at(r["k_max"], ".3g"), c_proc]
+        cells += [at(r["ratio_max"], ".3g"), at(r["margin_min"], "+.2f"), str(r["wrong"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    cfg = data["config"]
+    rtols = ", ".join(f"{r:.2g}" for r in cfg["rtols"])
+    return (
+        f"rtols {rtols}; tolerance model `{cfg['tolerance_model']}`, maxiters {cfg['maxiters']} per solve; fit set "
+        f"{', '.join(FIT_SET)}, S = 10^0.5.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _plot_title(name: str) -> str:

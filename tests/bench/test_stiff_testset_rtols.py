@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pysens.bench.stiff_testset import main, parse_rtols
+from pysens.solvers.tolerance import internal_tolerances, tolerance_map
 
 torch.set_num_threads(1)
 
@@ -32,6 +33,9 @@ def test_suite_runs_the_given_grid_and_records_it(tmp_path):
     points = data["problems"]["linear"]["points"]
     assert [p["reltol"] for p in points] == [1e-3, 3e-4]
     assert all(p["retcode"] == "Success" and not p["wrong"] for p in points)
+    qndf = tolerance_map("QNDF")  # each point records the map it ran with (K = err / rtol_int^(1/q) needs it)
+    assert all(p["tolerance_map"] == [qndf.q, qndf.c] for p in points)
+    assert [p["rtol_internal"] for p in points] == [internal_tolerances("QNDF", r, r * 1e-3)[0] for r in (1e-3, 3e-4)]
 
 
 def test_rtols_and_quick_together_are_refused(tmp_path, capsys):

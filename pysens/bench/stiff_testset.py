@@ -42,13 +42,18 @@ from pysens.bench.testset import PROBLEMS, StiffTestProblem
 from pysens.bench.work_precision import Setup, WorkPrecision, work_precision
 from pysens.solvers import backend_status
 from pysens.solvers.methods import METHODS
-from pysens.solvers.tolerance import DEFAULT_TOLERANCE_MODEL, TOLERANCE_MODELS, internal_tolerances, tolerance_map
+from pysens.solvers.tolerance import (
+    CALIBRATION_SAFETY,
+    DEFAULT_TOLERANCE_MODEL,
+    TOLERANCE_MODELS,
+    internal_tolerances,
+    tolerance_map,
+)
 
 RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 QUICK_RTOLS = (1e-4, 1e-6, 1e-8)
 DIGITS_MARGIN = 1.5  # a Success with fewer than -log10(rtol) - this many correct digits is a wrong answer
 FIT_SET = ("hires", "orego", "vdpol", "rober")  # the tolerance model's calibration problems (pysens.solvers.tolerance)
-CALIBRATION_SAFETY = 10**0.5  # S of the calibration c = (S / K_max)^q: global error at most ~S·rtol on the fit set
 MAXITERS = 20_000  # per solve: a setup that needs more steps ends with MaxIters (bounded suite time)
 
 

@@ -227,10 +227,12 @@ def error_per_tolerance(problems: dict) -> list[dict]:
 
     ``K = err / rtol_int^(1/q)`` at every ``Success`` (the global error per internal tolerance, the constant of the
     model ``err = K·tol^(1/q)`` of :mod:`pysens.solvers.tolerance`, with the ``(q, c)`` the point ran with);
-    ``k_max`` its largest value on the fit set (:data:`FIT_SET`), ``c_procedure = min(1, (S/k_max)^q)`` the factor
-    the documented calibration gives from it; ``ratio_max`` the largest ``err / rtol`` over every rtol-dominated
-    point (its required digits the literal ``−log10(rtol) − margin``), ``margin_min`` the least
-    ``scd − required_digits`` (negative: a wrong ``Success``), and ``wrong`` the count of wrong ``Success``.
+    ``k_max`` its largest value on the fit set (:data:`FIT_SET`) over the points that are not wrong (a wrong
+    ``Success`` there is counted in ``wrong`` and analysed: a calibration miss or a solver defect),
+    ``c_procedure = min(1, (S/k_max)^q)`` the factor the documented calibration gives from it; ``ratio_max`` the
+    largest ``err / rtol`` over every rtol-dominated point (its required digits the literal
+    ``−log10(rtol) − margin``), ``margin_min`` the least ``scd − required_digits`` (negative: a wrong ``Success``),
+    and ``wrong`` the count of wrong ``Success``.
     Extremes are ``(value, problem, rtol)``.
     """
     rows: dict[str, dict] = {}
@@ -256,7 +258,7 @@ def error_per_tolerance(problems: dict) -> list[dict]:
             row["q"], row["c"] = q, c = p.get("tolerance_map") or (entry.q, entry.c)
             err, rtol, where = 10.0 ** -p["scd"], p["reltol"], (name, p["reltol"])
             rtol_int = p.get("rtol_internal") or rtol * min(1.0, c * rtol ** (q - 1.0))
-            if name in FIT_SET:
+            if name in FIT_SET and not p["wrong"]:  # a wrong Success is a defect to find, not a calibration datum
                 keep(row, "k_max", err / rtol_int ** (1.0 / q), where)
             if p["required_digits"] >= -math.log10(rtol) - DIGITS_MARGIN - 1e-9:  # rtol-dominated: the literal rule
                 keep(row, "ratio_max", err / rtol, where)

@@ -55,6 +55,8 @@ def test_a_wrong_success_is_counted_and_atol_dominated_points_stay_out_of_err_pe
     atol_dominated = _point("s", 1e-6, 1.0, q, c, required=0.5)  # err/rtol 1e5, but only 0.5 digits were promised
     (row,) = error_per_tolerance({"e5": {"points": [wrong, atol_dominated]}})
     assert row["wrong"] == 1 and row["k_max"] is None and row["c_procedure"] is None
+    (on_fit_set,) = error_per_tolerance({"vdpol": {"points": [wrong]}})  # counted as wrong, not as a calibration K
+    assert on_fit_set["wrong"] == 1 and on_fit_set["k_max"] is None
     assert row["ratio_max"][2] == 1e-4 and row["margin_min"][0] == pytest.approx(-0.5)
     data = {"problems": {"e5": {"points": [wrong]}}, "config": {"rtols": [1e-4], "tolerance_model": "x", "maxiters": 9}}
     assert "| s | (1, 1) | 1 / 1 | – | – | 100 (e5 0.0001) | -0.50 (e5 0.0001) | 1 |" in error_per_tolerance_table(data)

@@ -22,22 +22,21 @@ ever tightens (``rtol_int ≤ rtol``); ``floor`` is 10 ulp of the state's dtype 
 solver resolves anything. With ``rtol = 0`` (pure absolute control) the factor is computed from the largest ``atol``.
 
 **Calibration** (``pysens bench stiff-testset``, float64). Fit set: HIRES, OREGO, VDPOL and ROBER; the global error is
-modelled as ``err = K · tol^(1/q)`` (``tol`` the per-step rtol the backend was given) and
-``c = (S / K_max)^q`` with ``S = 10^0.5``, so that on the fit set the global error is at most ~3× rtol, one digit
-inside the issue's acceptance margin of 10^1.5, the other half digit left for problems outside the fit set. ``K_max``
-(:attr:`ToleranceMap.k_max`) is the largest K measured on the fit set over every sweep: the first calibration's runs
-under the local model (scipy/CVODE at rtol 1e-4 … 1e-10, torch at 1e-4 and 1e-6, KenCarp4 also at 1e-5 … 1e-8 on
-HIRES and VDPOL), the committed quick sweep (rtol 1e-4, 1e-6, 1e-8) and a finer grid (rtol 1e-3 … 1e-7, three to
-four points a decade plus off-grid ones, ``results/stiff_testset_fine.json``). K is not smooth in rtol (step-size and
-order decisions flip between neighbouring tolerances): the finer grid found peaks the coarse one missed (QNDF 7.1 at
-OREGO 2.2e-6 and, rerun under its restated map, 8.5 at 4.6e-5; ROS34PW2 8.1 at 4.6e-4; LSODA 7.4 at 1e-4 and 7.8
-at 2.2e-4), and those maps were restated from them. ``c`` is
-given to one or two significant digits; a stated c within 10% of ``(S / K_max)^q`` stands (the test suite checks it).
-Validation (held out): POLLU, E5 (the test set's atol and a scale-aware one) and LINEAR (a stiff linear system with
-an exact answer). On the finer grid E5/E5s still show wrong answers of QNDF, ROS34PW2 and Rodas5P that no map removes
-(rounding along E5's conserved direction; tightening the map moves them, see benchmarks/README.md), and QNDF one on
-VDPOL from a Newton iteration accepted with a stale Jacobian: solver matters, not calibration. ``q`` follows the method's order and error control; CVODE's measured slope (global error ~
-tol^1.0–1.1) overrules the order-5 bound.
+modelled as ``err = K · tol^(1/q)`` (``tol`` the per-step rtol the backend was given) and ``c = (S / K_max)^q`` with S =
+10^0.5, so that on the fit set the global error is at most ~3× rtol, one digit inside the issue's acceptance margin
+of 10^1.5, the other half digit left for problems outside the fit set. ``K_max`` (:attr:`ToleranceMap.k_max`) is the
+largest K measured on the fit set over every sweep: the first calibration's runs under the local model (scipy/CVODE at
+rtol 1e-4 … 1e-10, torch at 1e-4 and 1e-6, KenCarp4 also at 1e-5 … 1e-8 on HIRES and VDPOL), the committed quick sweep
+(rtol 1e-4, 1e-6, 1e-8) and a finer grid (rtol 1e-3 … 1e-7, three to four points a decade plus off-grid ones,
+``results/stiff_testset_fine.json``). K is not smooth in rtol (step-size and order decisions flip between neighbouring
+tolerances): the finer grid found peaks the coarse one missed (QNDF 7.1 at OREGO 2.2e-6 and, rerun under its restated
+map, 8.5 at 4.6e-5; ROS34PW2 8.1 at 4.6e-4; LSODA 7.4 at 1e-4 and 7.8 at 2.2e-4), and those maps were restated from
+them. ``c`` is given to one or two significant digits; a stated c within 10% of ``(S / K_max)^q`` stands (the test suite
+checks it). Validation (held out): POLLU, E5 (the test set's atol and a scale-aware one) and LINEAR (a stiff linear
+system with an exact answer). On the finer grid E5/E5s still show wrong answers of QNDF, ROS34PW2 and Rodas5P that no
+map removes (rounding along E5's conserved direction; tightening the map moves them, see benchmarks/README.md), and QNDF
+one on VDPOL from a Newton iteration accepted with a stale Jacobian: solver matters, not calibration. ``q`` follows the
+method's order and error control; CVODE's measured slope (global error ~ tol^1.0–1.1) overrules the order-5 bound.
 
 ``tolerance_model="local"`` hands ``rtol``/``atol`` to the backend unchanged: ``Success`` then promises only that each
 step's estimated local error met them, as in SciML/scipy/CVODE.

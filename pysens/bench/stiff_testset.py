@@ -20,9 +20,10 @@ JSON lists them (the target is none).
 Every solve is capped at ``--maxiters`` step attempts (default 20000): a setup that needs more ends with ``MaxIters``.
 Long sweeps can be split (``--problems``, ``--setups``) into several processes writing separate ``--json`` files and
 joined with ``--merge a.json b.json ...`` (points of the same problem are concatenated; a later file's point for
-the same setup and rtol replaces an earlier one).
+the same setup and rtol replaces an earlier one). ``--rtols 1e-3,3e-4,...`` runs any other grid (e.g. a finer one,
+to find tolerances between the calibration's grid points where a method's global error per tolerance peaks).
 
-    pysens bench stiff-testset [--out benchmarks/results] [--quick] [--problems hires,rober] [--runs 1]
+    pysens bench stiff-testset [--out benchmarks/results] [--quick | --rtols 1e-3,2e-5] [--problems hires,rober]
 """
 
 from __future__ import annotations
@@ -41,11 +42,18 @@ from pysens.bench.testset import PROBLEMS, StiffTestProblem
 from pysens.bench.work_precision import Setup, WorkPrecision, work_precision
 from pysens.solvers import backend_status
 from pysens.solvers.methods import METHODS
-from pysens.solvers.tolerance import DEFAULT_TOLERANCE_MODEL, TOLERANCE_MODELS
+from pysens.solvers.tolerance import (
+    CALIBRATION_SAFETY,
+    DEFAULT_TOLERANCE_MODEL,
+    TOLERANCE_MODELS,
+    internal_tolerances,
+    tolerance_map,
+)
 
 RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 QUICK_RTOLS = (1e-4, 1e-6, 1e-8)
 DIGITS_MARGIN = 1.5  # a Success with fewer than -log10(rtol) - this many correct digits is a wrong answer
+FIT_SET = ("hires", "orego", "vdpol", "rober")  # the tolerance model's calibration problems (pysens.solvers.tolerance)
 MAXITERS = 20_000  # per solve: a setup that needs more steps ends with MaxIters (bounded suite time)
 
 
@@ -128,6 +136,9 @@ def run_problem(
             need = float(problem.required_digits(x_final, p["reltol"], p["abstol"], DIGITS_MARGIN)[0])
         p["required_digits"] = need if math.isfinite(need) else literal
         p["wrong"] = p["retcode"] == "Success" and (p["scd"] is None or p["scd"] < p["required_digits"])
+        entry = tolerance_map(p["method"]) if tolerance_model == "proportional" else None
+        p["tolerance_map"] = [entry.q, entry.c] if entry is not None else [1.0, 1.0]  # the (q, c) this point ran with
+        p["rtol_internal"] = internal_tolerances(p["method"], p["reltol"], p["abstol"], tolerance_model)[0]
     return wp
 
 
@@ -137,6 +148,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     parser.add_argument("--runs", type=int, default=1, help="timed runs per point (after --warmup untimed ones)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="rtol 1e-4, 1e-6 and 1e-8 only")
+    parser.add_argument("--rtols", default="", help="comma-separated rtols to run instead (each in (0, 1))")
     parser.add_argument("--tolerance-model", default=DEFAULT_TOLERANCE_MODEL, choices=TOLERANCE_MODELS)
     parser.add_argument("--setups", default="", help="comma-separated setup names to run (default: all)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="join these result files into --out/--json")
@@ -156,6 +168,10 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rtols = QUICK_RTOLS if args.quick else RTOLS
+    if args.rtols:
+        if args.quick:
+            parser.error("--rtols and --quick: give one of them")
+        rtols = parse_rtols(args.rtols, parser.error)
     started = time.perf_counter()
     compared = setups()
     if args.setups:
@@ -189,6 +205,90 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         print(f"  {w['problem']} {w['setup']} rtol={w['reltol']:.0e}: scd {w['scd']} < {w['required_digits']}")
     print(f"wrote {out / args.json} and PNGs in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def parse_rtols(text: str, error: Callable[[str], None]) -> tuple[float, ...]:
+    """The rtols of a comma-separated list, tightest last and without repeats; ``error`` (the parser's) on a value
+    that is not a number in (0, 1)."""
+    values = []
+    for item in (t.strip() for t in text.split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not 0.0 < value < 1.0:
+            error(f"--rtols: expected comma-separated numbers in (0, 1), got {item!r}")
+        values.append(value)
+    return tuple(sorted(set(values), reverse=True))
+
+
+def error_per_tolerance(problems: dict) -> list[dict]:
+    """Per setup of a sweep (``problems``: the JSON's ``"problems"``), the tolerance model's calibration quantities.
+
+    ``K = err / rtol_int^(1/q)`` at every ``Success`` (the global error per internal tolerance, the constant of the
+    model ``err = K·tol^(1/q)`` of :mod:`pysens.solvers.tolerance`, with the ``(q, c)`` the point ran with);
+    ``k_max`` its largest value on the fit set (:data:`FIT_SET`) over the points that are not wrong (a wrong
+    ``Success`` there is counted in ``wrong`` and analysed: a calibration miss or a solver defect),
+    ``c_procedure = min(1, (S/k_max)^q)`` the factor the documented calibration gives from it; ``ratio_max`` the
+    largest ``err / rtol`` over every rtol-dominated point (its required digits the literal
+    ``−log10(rtol) − margin``), ``margin_min`` the least ``scd − required_digits`` (negative: a wrong ``Success``),
+    and ``wrong`` the count of wrong ``Success``.
+    Extremes are ``(value, problem, rtol)``.
+    """
+    rows: dict[str, dict] = {}
+
+    def keep(row: dict, key: str, value: float, where: tuple, largest: bool = True) -> None:
+        old = row[key]
+        if old is None or (value > old[0] if largest else value < old[0]):
+            row[key] = (value, *where)
+
+    for name, wp in problems.items():
+        for p in wp["points"]:
+            row = rows.setdefault(
+                p["setup"],
+                {"setup": p["setup"], "run": 0, "success": 0, "wrong": 0, "k_max": None, "ratio_max": None}
+                | {"margin_min": None, "q": None, "c": None},
+            )
+            row["run"] += p["retcode"] != "NotRun"
+            row["wrong"] += bool(p["wrong"])
+            if p["retcode"] != "Success" or p["scd"] is None:
+                continue
+            row["success"] += 1
+            entry = tolerance_map(p["method"])
+            row["q"], row["c"] = q, c = p.get("tolerance_map") or (entry.q, entry.c)
+            err, rtol, where = 10.0 ** -p["scd"], p["reltol"], (name, p["reltol"])
+            rtol_int = p.get("rtol_internal") or rtol * min(1.0, c * rtol ** (q - 1.0))
+            if name in FIT_SET and not p["wrong"]:  # a wrong Success is a defect to find, not a calibration datum
+                keep(row, "k_max", err / rtol_int ** (1.0 / q), where)
+            if p["required_digits"] >= -math.log10(rtol) - DIGITS_MARGIN - 1e-9:  # rtol-dominated: the literal rule
+                keep(row, "ratio_max", err / rtol, where)
+            keep(row, "margin_min", p["scd"] - p["required_digits"], where, largest=False)
+    for row in rows.values():
+        k = row["k_max"]
+        row["c_procedure"] = None if k is None else min(1.0, (CALIBRATION_SAFETY / k[0]) ** row["q"])
+    return list(rows.values())
+
+
+def error_per_tolerance_table(data: dict) -> str:
+    """The markdown table of :func:`error_per_tolerance` for a sweep's JSON ``data``."""
+
+    def at(v, spec: str) -> str:
+        return "–" if v is None else f"{v[0]:{spec}} ({v[1]} {v[2]:.2g})"
+
+    head = ["setup", "(q, c)", "Success / run", "K_max, fit set", "c by the procedure", "largest err/rtol"]
+    lines = ["| " + " | ".join(head + ["least scd − required", "wrong"]) + " |", "|" + "---|" * 8]
+    for r in error_per_tolerance(data["problems"]):
+        qc = "–" if r["q"] is None else f"({r['q']:g}, {r['c']:g})"
+        c_proc = "–" if r["c_procedure"] is None else f"{r['c_procedure']:.2g}"
+        cells = [r["setup"], qc, f"{r['success']} / {r['run']}", at(r["k_max"], ".3g"), c_proc]
+        cells += [at(r["ratio_max"], ".3g"), at(r["margin_min"], "+.2f"), str(r["wrong"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    cfg = data["config"]
+    rtols = ", ".join(f"{r:.2g}" for r in cfg["rtols"])
+    return (
+        f"rtols {rtols}; tolerance model `{cfg['tolerance_model']}`, maxiters {cfg['maxiters']} per solve; fit set "
+        f"{', '.join(FIT_SET)}, S = 10^0.5.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _plot_title(name: str) -> str:

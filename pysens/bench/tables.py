@@ -95,6 +95,12 @@ def _stiff_speed(results: Path) -> str:
     return table(_load(results, "stiff_speed.json")) + "\n"
 
 
+def _stiff_testset_fine(results: Path) -> str:
+    from pysens.bench.stiff_testset import error_per_tolerance_table  # the suite renders its own summary
+
+    return error_per_tolerance_table(_load(results, "stiff_testset_fine.json"))
+
+
 def _stiff_testset(results: Path) -> str:
     """Per test-set problem: each setup's scd, time and RHS calls at every rtol; ✗ marks a Success below its
     required digits (a wrong answer), a retcode stands in for a failed solve."""
@@ -503,6 +509,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "distributed": _distributed,
     "stiff": _stiff,
     "stiff-testset": _stiff_testset,
+    "stiff-testset-fine": _stiff_testset_fine,
     "stiff-speed": _stiff_speed,
     "spde": _spde,
     "sensitivity": _sensitivity,

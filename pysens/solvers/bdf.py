@@ -26,9 +26,12 @@ Newton (at most 4 iterations, scipy's test): with ``r = ‖Δ_m‖/‖Δ_{m−1}
 The tolerance is in the error test's units, as CVODE's ``nlscoef / tq[2]``: the error estimate of order k is
 ``C_k ‖d‖`` (``C_k`` = :data:`_ERROR_CONST`, 0.10–0.32), so ``τ_k = κ / C_k`` bounds the iteration error left in
 the corrector by κ of the error the step is allowed, whatever the order (``κ = max(10 eps/rtol, 0.01)``: SciML
-NLNewton's κ; CVODE takes 0.1). As CVODE does, the last rate of the sample is carried into the next step so that a step
-whose first correction is already tiny (``r_prev/(1−r_prev)‖Δ_1‖ < τ_k``) stops after one iteration; the carried rate
-is forgotten whenever W is refactored or J refreshed (a new W is measured before it is trusted).
+NLNewton's κ; CVODE takes 0.1). The rate is measured afresh on every step, as scipy's BDF does: a first correction is
+accepted only when it is exactly zero. Carrying the last rate into the next step (CVODE's crate, SciML's θ) let one
+tiny first correction pass on a rate measured with the same W at an earlier step; on VDPOL a Jacobian taken in the
+middle of a relaxation jump was kept onto the slow branch and two steps of 0.5 ended off the manifold with
+``Success`` (0.6 correct digits for 2.5 required), and on E5/E5s it gave wrong answers at loose tolerances
+(benchmarks/README.md, "Finer rtol grid"); measuring anew costs 4–18% more right-hand-side calls there.
 
 Every decision is the sample's own (its clock, order, Jacobian age, Newton history); the batch only shares the
 right-hand-side calls and the batched LU, so a sample takes the same steps alone and in any batch. With
@@ -65,7 +68,6 @@ _GAMMA = tuple(sum(1.0 / i for i in range(1, k + 1)) for k in range(MAX_ORDER + 
 _ALPHA = tuple((1.0 - kap) * g for kap, g in zip(_KAPPA, _GAMMA, strict=True))
 _ERROR_CONST = tuple(kap * g + 1.0 / (k + 1) for k, (kap, g) in enumerate(zip(_KAPPA, _GAMMA, strict=True)))
 BATCH_MODES = ("independent", "coupled")  # per-sample clocks (default) | the batch as one system (bdf_coupled.py)
-CARRY_RATE = True  # accept a first Newton correction on the rate measured with the same W at an earlier step
 
 
 class _Tables:
@@ -243,7 +245,6 @@ class QNDFSolver:
         c_lu = torch.full((B,), math.nan, **f64)  # the c each sample's LU was factored with (nan: none yet)
         lu_stale = torch.ones(B, dtype=torch.bool, device=device)
         singular = torch.zeros(B, dtype=torch.bool, device=device)
-        rate_prev = torch.full((B,), math.inf, **f64)  # last Newton contraction rate (inf: unknown)
         naccept = torch.zeros(B, dtype=torch.long, device=device)
         nreject = torch.zeros(B, dtype=torch.long, device=device)
         last_failure = torch.zeros(B, dtype=torch.long, device=device)  # 0 error, 1 non-finite, 2 Newton
@@ -277,8 +278,6 @@ class QNDFSolver:
                 singular = torch.where(need, self.linear.factor(c_lu.nan_to_num(0.0)), singular)
                 self._invert()
                 lu_stale = lu_stale & ~need
-                if CARRY_RATE:  # a new W: its contraction rate is measured again before it is trusted
-                    rate_prev = torch.where(need, math.inf, rate_prev)
 
             pp = _bmm(tab.pred_psi[order], D[:, : MAX_ORDER + 1])
             y_pred, psi = pp[:, 0], pp[:, 1]
@@ -292,8 +291,8 @@ class QNDFSolver:
             n_iter = torch.zeros_like(order)
             corr = torch.zeros_like(y_pred)
             y_new = y_pred
-            dn_old = rate_prev
-            rate = rate_prev if CARRY_RATE else torch.full_like(rate_prev, math.inf)
+            dn_old = torch.full((B,), math.inf, **f64)  # no rate before the second correction (scipy's rule)
+            rate = dn_old
             tol = newton_tol[order]
             for m in range(NEWTON_MAXITER):
                 dy = self._solve(cb * self.rhs(t_new, y_new) - psi - corr)
@@ -311,8 +310,6 @@ class QNDFSolver:
                 n_iter += live
                 conv_now = step & ((dn == 0) | ((rate < 1) & (rate / (1 - rate) * dn < tol)))
                 converged |= conv_now
-                if m > 0:
-                    rate_prev = torch.where(conv_now, rate, rate_prev)
                 dn_old = dn
                 live = step & ~conv_now
                 if not bool(live.any()):
@@ -336,7 +333,6 @@ class QNDFSolver:
                 self.linear.set_jacobian(t_new, y_pred.reshape(self.shape), refresh)
                 jac_fresh = jac_fresh | refresh
                 lu_stale = lu_stale | refresh
-                rate_prev = torch.where(refresh, math.inf, rate_prev)
             halve = newton_failed & ~refresh
             shrink = torch.where(
                 halve,

@@ -1,7 +1,7 @@
 """QNDF with the whole batch as one system (``batch="coupled"``): one step size, order, Jacobian age and Newton history.
 
 The scheme is :mod:`pysens.solvers.bdf`'s (the NDF corrector, the error estimate, the order and step selection, the
-Newton test and the carried contraction rate, the Jacobian refresh and the refactorisation when ``c = h/α_k`` changes),
+Newton test with its rate measured afresh each step, the Jacobian refresh and the refactorisation when ``c = h/α_k`` changes),
 with every decision taken once for the batch: the error and Newton norms are the largest per-sample weighted RMS norm
 (``max_b ‖·‖_b``, so each sample is held to its tolerance exactly as when it is solved alone; B copies of one state
 take the steps of that state alone), the step size and order are shared, and the Jacobian is block diagonal: one
@@ -27,7 +27,7 @@ import time
 import torch
 from torch import Tensor
 
-from .bdf import _ALPHA, _ERROR_CONST, _GAMMA, CARRY_RATE, MAX_FACTOR, MAX_ORDER, MIN_FACTOR, NEWTON_MAXITER, QNDFSolver
+from .bdf import _ALPHA, _ERROR_CONST, _GAMMA, MAX_FACTOR, MAX_ORDER, MIN_FACTOR, NEWTON_MAXITER, QNDFSolver
 from .driver import _initial_step, finished_solution, step_floor
 from .options import time_slack
 from .solution import CONVERGENCE_FAILURE, DT_LESS_THAN_MIN, MAX_ITERS, SUCCESS, UNSTABLE, Solution
@@ -187,7 +187,6 @@ class CoupledQNDFSolver(QNDFSolver):
         self._eye = None
         self._set_jacobian(t, problem.x0)
         jac_fresh, lu_stale, c_lu, singular = True, True, math.nan, False
-        rate_prev = math.inf
         naccept = nreject = 0
         last_failure = 0  # 0 error, 1 non-finite, 2 Newton
         atol, rtol = self.flat_norm.atol, self.flat_norm.rtol
@@ -217,8 +216,6 @@ class CoupledQNDFSolver(QNDFSolver):
             if lu_stale or c != c_lu:
                 c_lu, lu_stale = c, False
                 singular = self._factor(c)
-                if CARRY_RATE:
-                    rate_prev = math.inf
 
             y_pred, psi = self._predict(order)
             scale_pred = (y_pred.abs() * rtol).add_(atol)
@@ -229,7 +226,7 @@ class CoupledQNDFSolver(QNDFSolver):
             corr = None
             y_new = y_pred
             t_state = torch.full((B,), t_new, dtype=dtype, device=device)
-            dn_old, rate = rate_prev, (rate_prev if CARRY_RATE else math.inf)
+            dn_old = rate = math.inf  # no rate before the second correction (scipy's rule; bdf.py)
             tol = self.newton_tol / _ERROR_CONST[order]  # τ_k = κ / C_k, the error test's units
             for m in range(NEWTON_MAXITER if not singular else 0):
                 r = rhs(t_state, y_new).mul_(c).sub_(psi)
@@ -250,8 +247,6 @@ class CoupledQNDFSolver(QNDFSolver):
                 n_iter += 1
                 if dn == 0 or (rate < 1 and rate / (1 - rate) * dn < tol):
                     converged = True
-                    if m > 0:
-                        rate_prev = rate
                     break
                 dn_old = dn
 
@@ -290,7 +285,7 @@ class CoupledQNDFSolver(QNDFSolver):
                 if newton_failed and not jac_fresh and not nonfinite:
                     # a failed Newton with a stale Jacobian: fresh J at the predictor, same step (scipy, ode15s)
                     self._set_jacobian(t_new, y_pred.reshape(self.shape))
-                    jac_fresh, lu_stale, rate_prev = True, True, math.inf
+                    jac_fresh, lu_stale = True, True
                 else:
                     if newton_failed:
                         shrink = 0.5

@@ -216,12 +216,13 @@ def test_coupled_failures_stop_the_batch():
 @pytest.mark.parametrize("batch", ["independent", "coupled"])
 def test_newton_tolerance_in_the_error_tests_units(batch):
     """The Newton test compares the correction with κ / C_k (the error test's units, CVODE's nlscoef / tq[2]), not with
-    κ itself: on ROBER to t = 1e5 at rtol 1e-6 a step attempt costs 1.95 RHS calls (2.28 with τ = κ on the correction,
-    3-10x stricter than the error estimate C_k ‖d‖ ≤ 1 needs). The bound 2.1 sits between the two; the state stays
+    κ itself: on ROBER to t = 1e5 at rtol 1e-6 a step attempt costs 2.25 RHS calls (2.48 with τ = κ on the correction,
+    3-10x stricter than the error estimate C_k ‖d‖ ≤ 1 needs; both with the rate measured afresh on every step, so at
+    least two corrections a step). The bound 2.37 sits between the two; the state stays
     conserved (y1 + y2 + y3 = 1 is linear, kept by every Newton correction) to the rounding of ~1e3 steps."""
     rober = PROBLEMS["rober"]
     problem = ODEProblem(rober.rhs, torch.tensor(rober.x0, dtype=DT)[None], (0.0, 1e5))
     sol = pysens.solve(problem, "QNDF", rtol=1e-6, atol=rober.atol(1e-6), batch=batch, maxiters=100_000)
     assert sol.retcode == "Success"
-    assert sol.stats.nf / (sol.stats.naccept + sol.stats.nreject) < 2.1
+    assert sol.stats.nf / (sol.stats.naccept + sol.stats.nreject) < 2.37
     assert abs(float(sol.x[-1].sum()) - 1.0) <= 1e-12

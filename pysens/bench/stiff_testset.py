@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         results[name] = wp
         print()
         print(wp.table())
-        wp.plot(out / f"stiff_testset_{name}.png", title=_plot_title(name))
+        wp.plot(plot_path(out / args.json, name), title=_plot_title(name))
         wrong += [_wrong_entry(p, name) for p in wp.points if p["wrong"]]
         _write(out / args.json, results, wrong, args, rtols, started)  # after every problem: partial runs count
     print(f"\nwrong answers returned as Success: {len(wrong)}")
@@ -354,6 +354,12 @@ def _write(path: Path, results: dict, wrong: list, args, rtols, started: float) 
     )
 
 
+def plot_path(json_path: Path, problem: str) -> Path:
+    """The PNG of ``problem`` beside the sweep's JSON, named after it (``stiff_testset.json`` → ``stiff_testset_hires.png``),
+    so that a partial or finer sweep never overwrites the committed sweep's figures."""
+    return json_path.parent / f"{json_path.stem}_{problem}.png"
+
+
 def merge_results(paths: list[Path], out: Path) -> int:
     """Join result files of one configuration (split by problem or setup) into ``out``; a problem's points are
     concatenated in file order (a later file's point for the same setup and rtol replaces an earlier one: a rerun),
@@ -383,7 +389,7 @@ def merge_results(paths: list[Path], out: Path) -> int:
     write_json(out, merged)
     for name, wp in problems.items():
         fields = {k: wp[k] for k in ("problem", "error", "points", "reference", "mode", "paths")}
-        WorkPrecision(**fields).plot(out.parent / f"stiff_testset_{name}.png", title=_plot_title(name))
+        WorkPrecision(**fields).plot(plot_path(out, name), title=_plot_title(name))
     print(f"merged {len(parts)} files into {out}: {len(wrong)} wrong Success")
     return 0
 

@@ -36,6 +36,10 @@ def test_suite_runs_the_given_grid_and_records_it(tmp_path):
     qndf = tolerance_map("QNDF")  # each point records the map it ran with (K = err / rtol_int^(1/q) needs it)
     assert all(p["tolerance_map"] == [qndf.q, qndf.c] for p in points)
     assert [p["rtol_internal"] for p in points] == [internal_tolerances("QNDF", r, r * 1e-3)[0] for r in (1e-3, 3e-4)]
+    # the figures are named after the JSON, so a finer or partial sweep leaves the committed sweep's PNGs alone
+    assert (tmp_path / "grid_linear.png").is_file() and not (tmp_path / "stiff_testset_linear.png").exists()
+    assert main(["--merge", str(tmp_path / "grid.json"), "--out", str(tmp_path), "--json", "merged.json"]) == 0
+    assert (tmp_path / "merged_linear.png").is_file() and not (tmp_path / "stiff_testset_linear.png").exists()
 
 
 def test_rtols_and_quick_together_are_refused(tmp_path, capsys):

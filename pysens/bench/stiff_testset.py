@@ -355,8 +355,8 @@ def _write(path: Path, results: dict, wrong: list, args, rtols, started: float) 
 
 
 def plot_path(json_path: Path, problem: str) -> Path:
-    """The PNG of ``problem`` beside the sweep's JSON, named after it (``stiff_testset.json`` → ``stiff_testset_hires.png``),
-    so that a partial or finer sweep never overwrites the committed sweep's figures."""
+    """The PNG of ``problem`` beside the sweep's JSON, named after it (``stiff_testset.json`` →
+    ``stiff_testset_hires.png``), so that a partial or finer sweep never overwrites the committed sweep's figures."""
     return json_path.parent / f"{json_path.stem}_{problem}.png"
 
 

@@ -10,13 +10,17 @@ after synchronising the device.
 
 The key is ``(key, batch bucket, event shape, device, dtype)``; the batch bucket is the batch size rounded up
 to a power of two, so a solver that compacts its batch (fewer rows every step) does not re-measure at every
-size. ``key`` names the callable: pass something stable (the score model, its id) because closures are rebuilt
-every call. Engines are exact alternatives (equal to round-off), so a stale or shared choice costs speed,
-never accuracy. :func:`clear_engine_cache` forgets every choice; :func:`chosen_engines` shows them.
+size. ``key`` names the callable. A callable given as the key (the default: the function being differentiated) is
+keyed by where it was defined, not by the object (:func:`callable_key`): a closure or lambda rebuilt on every call
+(``divergence(lambda u: score(u, t), x)`` inside a right-hand side) is measured once for its definition site, and the
+cache holds no reference to it (keyed by the object, every call measured every engine again and the cache kept every
+closure, and what it captured, alive). Engines are exact alternatives (equal to round-off), so a stale or shared
+choice costs speed, never accuracy. :func:`clear_engine_cache` forgets every choice; :func:`chosen_engines` shows them.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -33,8 +37,25 @@ def batch_bucket(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def callable_key(fn: Callable) -> Hashable:
+    """What ``"auto"`` caches a callable's choice under: a function, lambda or closure by its code object (every closure
+    made at one definition site shares it), a bound method by its function's code and its instance's id, a
+    :class:`functools.partial` as its function, any other callable (an ``nn.Module``, an object with ``__call__``) by
+    its id. Never the object itself, so the cache keeps nothing alive; an id reused after garbage collection can only
+    hand a new callable an old speed choice."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    owner = getattr(fn, "__self__", None)
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        return ("object", id(fn))
+    return ("code", code) if owner is None else ("method", code, id(owner))
+
+
 def cache_key(kind: str, key: Hashable, x: Tensor) -> tuple:
     shape = x.shape
+    if callable(key):
+        key = callable_key(key)
     return (kind, key, 1 << max(shape[0] - 1, 0).bit_length(), shape[1:], x.device, x.dtype)  # bucket inlined
 
 

@@ -122,8 +122,8 @@ def divergence(
         engine: see the module docstring.
         analytic: ``analytic(x) -> (fn(x), divergence)`` when the model provides its own exact divergence (used by
             ``"analytic"`` and preferred by ``"auto"``).
-        key: what ``"auto"`` caches its choice under (default: ``fn`` itself; pass the model when ``fn`` is a
-            closure rebuilt every call).
+        key: what ``"auto"`` caches its choice under (default: where ``fn`` was defined,
+            :func:`~pysens.derivatives.autotune.callable_key`, so a closure rebuilt every call is measured once).
         chunk_size: bounds how many vmapped products run at once (memory ≈ chunk·B·d).
     """
     check_engine(engine, DIVERGENCE_ENGINES)

@@ -1,10 +1,10 @@
 """QNDF with the whole batch as one system (``batch="coupled"``): one step size, order, Jacobian age and Newton history.
 
 The scheme is :mod:`pysens.solvers.bdf`'s (the NDF corrector, the error estimate, the order and step selection, the
-Newton test with its rate measured afresh each step, the Jacobian refresh and the refactorisation when ``c = h/α_k`` changes),
-with every decision taken once for the batch: the error and Newton norms are the largest per-sample weighted RMS norm
-(``max_b ‖·‖_b``, so each sample is held to its tolerance exactly as when it is solved alone; B copies of one state
-take the steps of that state alone), the step size and order are shared, and the Jacobian is block diagonal: one
+Newton test with its rate measured afresh each step, the Jacobian refresh and the refactorisation when ``c = h/α_k``
+changes), with every decision taken once for the batch: the error and Newton norms are the largest per-sample weighted
+RMS norm (``max_b ‖·‖_b``, so each sample is held to its tolerance exactly as when it is solved alone; B copies of one
+state take the steps of that state alone), the step size and order are shared, and the Jacobian is block diagonal: one
 inverse per sample of the scaled ``S⁻¹ W S`` (S the error scale at the Jacobian's point, as
 :class:`~pysens.solvers.linalg.DenseSolver` scales its LU), never one ``(B·d)²`` factorisation.
 

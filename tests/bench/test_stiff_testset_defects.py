@@ -26,6 +26,7 @@ RTOLS = (1.037e-4, 8.185e-5)  # per-step (local) tolerances where the carried ra
 @pytest.mark.parametrize("rtol", RTOLS)
 def test_qndf_is_right_on_vdpol_after_a_jump(rtol, batch):
     p = PROBLEMS["vdpol"]
-    sol = solve(p.problem(1), "QNDF", rtol=rtol, atol=p.atol(rtol), tolerance_model="local", maxiters=20000, batch=batch)
+    kw = {"tolerance_model": "local", "maxiters": 20000, "batch": batch}
+    sol = solve(p.problem(1), "QNDF", rtol=rtol, atol=p.atol(rtol), **kw)
     scd = float(p.scd(sol.final)[0])
     assert sol.retcode != "Success" or scd >= -math.log10(rtol) - DIGITS_MARGIN, (batch, sol.retcode, scd)

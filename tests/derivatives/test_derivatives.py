@@ -95,6 +95,52 @@ def test_auto_caches_its_choice_per_key_and_bucket(xv):
     assert batch_bucket(5) == 8 and batch_bucket(8) == 8 and batch_bucket(1) == 1
 
 
+def test_auto_measures_a_closure_rebuilt_every_call_once_and_keeps_none_alive(xv, monkeypatch):
+    # the natural use inside a right-hand side: divergence(lambda u: score(u, t), x) with a fresh closure per call
+    import functools
+    import gc
+    import weakref
+
+    f, jac = _field()
+    x, _ = xv
+    autotune = importlib.import_module("pysens.derivatives.autotune")
+    measured = []
+    real = autotune.measure_engines
+
+    def counting(k, *args, **kwargs):
+        measured.append(k)
+        return real(k, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module("pysens.derivatives.divergence"), "measure_engines", counting)
+    D.clear_engine_cache()
+    alive = []
+    for scale in (1.0, 2.0, 3.0):
+
+        def field(u, s=scale):  # a new closure each time, the same definition site
+            return s * f(u)
+
+        alive.append(weakref.ref(field))
+        _, div = D.divergence(field, x)
+        assert torch.allclose(div, scale * torch.diagonal(jac(x), dim1=1, dim2=2).sum(-1), rtol=1e-12, atol=1e-12)
+        del field
+    gc.collect()
+    assert len(measured) == 1 and len(D.chosen_engines()) == 1
+    assert all(ref() is None for ref in alive)  # the cache holds no closure (nor what it captured)
+    # bound methods: per instance; partials: as their function; other callables: by id
+    key = autotune.callable_key
+
+    class Model:
+        def __call__(self, u):
+            return f(u)
+
+        def score(self, u):
+            return f(u)
+
+    a, b = Model(), Model()
+    assert key(a.score) == key(a.score) != key(b.score)
+    assert key(functools.partial(f)) == key(f) and key(a) == ("object", id(a)) != key(b)
+
+
 def test_bad_engine_names_are_refused(xv):
     f, _ = _field()
     x, v = xv

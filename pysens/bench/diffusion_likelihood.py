@@ -243,8 +243,8 @@ def run_likelihood(cfg: argparse.Namespace, say: Callable[[str], None]) -> dict:
     points = sweep(
         cases, lambda o: float((o.value.double() - exact).abs().mean()), runs=runs, device=device, bar=cfg.bar
     )
-    # where the time goes: one solve per path with the score's calls (inside the divergence's vmap/JVP, so the whole
-    # score-and-divergence evaluation) timed; the rest is the solver's own work and the plumbing around it
+    # where the time goes: one solve per path with the score-and-divergence evaluations timed (the mixture's closed
+    # form, through TimedScore as in the sweep); the rest is the solver's own work and the plumbing around it
     share_tol = tols[len(tols) // 2]
     say(f"likelihood: share of time in the score and its divergence (one solve per path at {share_tol:g})")
     score_share = {}

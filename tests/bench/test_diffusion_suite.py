@@ -21,6 +21,7 @@ from pysens.bench.diffusion import (
     torchdiffeq_log_likelihood,
 )
 from pysens.bench.diffusion_likelihood import augmented_field
+from pysens.bench.matched_error import TimedScore
 from pysens.derivatives.autotune import clear_engine_cache
 from pysens.diffusion import VP
 from pysens.diffusion.divergence import hutchinson_probes
@@ -131,6 +132,20 @@ def test_matched_rhs_field_uses_pysens_divergence_and_measures_auto_once(mixture
         # autodiff engines vs the closed form: a few ulp of the mixture's O(10) terms
         assert torch.allclose(ddelta, x.shape[1] * process.drift_coef(t) - 0.5 * process.g2(t) * div, atol=1e-10)
     assert len(measured) == 1
+
+
+def test_timed_score_keeps_the_closed_form_divergence(mixture, monkeypatch):
+    # the time-share solve must take the sweep's path: the closed form, one timed call per right-hand side
+    gmm, process, x, t0, _ = mixture
+    measured = []
+    real = divergence_module.measure_engines
+    monkeypatch.setattr(divergence_module, "measure_engines", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
+    timed = TimedScore(gmm, torch.device("cpu"))
+    kwargs = dict(t0=t0, rtol=1e-6, atol=1e-6, terminal_log_density=lambda z: gmm.log_density(z, process.T))
+    through = log_likelihood(timed, process, x, **kwargs)
+    direct = log_likelihood(gmm, process, x, **kwargs)
+    assert torch.equal(through.log_density, direct.log_density)
+    assert timed.calls == through.stats.nf and timed.seconds > 0 and measured == []
 
 
 def test_matched_error_interpolation_is_exact_on_power_laws():

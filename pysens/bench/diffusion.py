@@ -104,11 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=None, help="mixture points per solve (default 256; quick 64)")
+    p.add_argument("--batch", type=int, default=None, help="mixture points per solve (default 256; quick 32)")
     p.add_argument("--dim", type=int, default=8)
     p.add_argument("--components", type=int, default=5)
     p.add_argument("--image-batch", type=int, default=None, help="digits per solve (default 256; quick 32)")
-    p.add_argument("--train-steps", type=int, default=None, help="DSM steps for the digits model (default 1500)")
+    p.add_argument(
+        "--train-steps", type=int, default=None, help="DSM steps for the digits model (default 1000; quick 150)"
+    )
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--checkpoint", default=None, help="load the digits model from a pysens checkpoint instead")
     p.add_argument("--tolerances", type=float, nargs="+", default=None, help="likelihood rtol = atol sweep")

@@ -52,13 +52,23 @@ def gaussian_mixture(
 
 def augmented_field(score, process: ForwardProcess, probes: Tensor | None = None) -> Callable:
     """(t, x) ↦ (dx/dt, dΔ/dt) = (f x − ½ g² s, d f − ½ g² ∇·s) with the exact divergence (``probes`` None) or
-    Hutchinson's with the fixed ``probes`` ``[K, B, *event]``: the same field and divergence pysens integrates."""
+    Hutchinson's with the fixed ``probes`` ``[K, B, *event]``: the same field and divergence pysens integrates.
+
+    The exact divergence is computed as :func:`pysens.diffusion.likelihood.log_likelihood` computes it: the score's
+    own closed form when it has one (``score.score_and_divergence``), otherwise the ``"auto"`` engine cached under the
+    score object (keyed on the per-call closure it would measure every engine at every right-hand-side call)."""
+    analytic = getattr(score, "score_and_divergence", None)
+    engine_key = ("score", id(score))
 
     def field_(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         def s(u: Tensor) -> Tensor:
             return score(u, t)
 
-        value, div = exact_divergence(s, x) if probes is None else hutchinson_divergence(s, x, probes)
+        if probes is None:
+            closed_form = None if analytic is None else (lambda u: analytic(u, t))
+            value, div = exact_divergence(s, x, analytic=closed_form, key=engine_key)
+        else:
+            value, div = hutchinson_divergence(s, x, probes)
         f, g2 = process.drift_coef(t).to(x.dtype), process.g2(t).to(x.dtype)
         d = x[0].numel()
         dx = expand_as_batch(f, x) * x - 0.5 * expand_as_batch(g2, x) * value
@@ -233,8 +243,8 @@ def run_likelihood(cfg: argparse.Namespace, say: Callable[[str], None]) -> dict:
     points = sweep(
         cases, lambda o: float((o.value.double() - exact).abs().mean()), runs=runs, device=device, bar=cfg.bar
     )
-    # where the time goes: one solve per path with the score's calls (inside the divergence's vmap/JVP, so the whole
-    # score-and-divergence evaluation) timed; the rest is the solver's own work and the plumbing around it
+    # where the time goes: one solve per path with the score-and-divergence evaluations timed (the mixture's closed
+    # form, through TimedScore as in the sweep); the rest is the solver's own work and the plumbing around it
     share_tol = tols[len(tols) // 2]
     say(f"likelihood: share of time in the score and its divergence (one solve per path at {share_tol:g})")
     score_share = {}

@@ -158,16 +158,26 @@ def measure(fn: Callable[[], object], device: torch.device) -> Measured:
 
 
 class TimedScore:
-    """A score model whose calls are timed (synchronised on CUDA): ``seconds`` and ``calls`` accumulate."""
+    """A score model whose calls are timed (synchronised on CUDA): ``seconds`` and ``calls`` accumulate.
+
+    When the model has a closed-form ``score_and_divergence(x, t)`` the wrapper has it too, timed the same way, so a
+    likelihood solve through the wrapper takes the path it takes on the model itself (without it, the solve would
+    fall back to an autodiff divergence whose reverse passes run outside the timed calls)."""
 
     def __init__(self, model: torch.nn.Module, device: torch.device):
         self.model, self.device = model, device
         self.seconds, self.calls = 0.0, 0
+        closed_form = getattr(model, "score_and_divergence", None)
+        if closed_form is not None:
+            self.score_and_divergence = lambda x, t: self._timed(closed_form, x, t)
 
     def __call__(self, x: Tensor, t) -> Tensor:
+        return self._timed(self.model, x, t)
+
+    def _timed(self, fn: Callable, x: Tensor, t):
         _synchronize(self.device)
         start = time.perf_counter()
-        out = self.model(x, t)
+        out = fn(x, t)
         _synchronize(self.device)
         self.seconds += time.perf_counter() - start
         self.calls += 1

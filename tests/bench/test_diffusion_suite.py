@@ -1,6 +1,7 @@
 """The diffusion benchmark suite: its peer likelihood paths are exact (what makes the comparison fair), the speed ratio
 at matched error is exact on power laws, and the entry point writes the report it promises."""
 
+import importlib
 import importlib.util
 import json
 import math
@@ -19,10 +20,15 @@ from pysens.bench.diffusion import (
     time_at_error,
     torchdiffeq_log_likelihood,
 )
+from pysens.bench.diffusion_likelihood import augmented_field
+from pysens.bench.matched_error import TimedScore
+from pysens.derivatives.autotune import clear_engine_cache
 from pysens.diffusion import VP
 from pysens.diffusion.divergence import hutchinson_probes
 from pysens.diffusion.likelihood import log_likelihood
 
+# the package exports a function named like the module
+divergence_module = importlib.import_module("pysens.derivatives.divergence")
 HAVE_TORCHDIFFEQ = importlib.util.find_spec("torchdiffeq") is not None
 needs_torchdiffeq = pytest.mark.skipif(
     not HAVE_TORCHDIFFEQ, reason="torchdiffeq not installed (pip install torchdiffeq)"
@@ -91,6 +97,55 @@ def test_peers_integrate_the_same_hutchinson_estimate_as_pysens(mixture):
     fns = [scipy_rk45_log_likelihood] + ([torchdiffeq_log_likelihood] if HAVE_TORCHDIFFEQ else [])
     for fn in fns:
         assert float((_peer(fn, gmm, process, x, t0, probes).log_density - ours).abs().max()) < 1e-6, fn.__name__
+
+
+def test_matched_rhs_field_uses_pysens_divergence_and_measures_auto_once(mixture, monkeypatch):
+    # the peers' matched right-hand side must cost what pysens's does: the mixture's closed-form divergence when the
+    # score has one, else "auto" measured once per score (not once per call, which made the peers ~100x slower)
+    gmm, process, x, _, _ = mixture
+    measured = []
+    real = divergence_module.measure_engines
+
+    def counting(*args, **kwargs):
+        measured.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(divergence_module, "measure_engines", counting)
+    clear_engine_cache()
+    times = [torch.tensor(t, dtype=torch.float64) for t in (0.1, 0.4, 0.9)]
+    field = augmented_field(gmm, process)
+    for t in times:
+        dx, ddelta = field(t, x)
+        s, div = gmm.score_and_divergence(x, t)
+        f, g2 = process.drift_coef(t).to(x.dtype), process.g2(t).to(x.dtype)
+        assert torch.allclose(dx, f * x - 0.5 * g2 * s, rtol=1e-14, atol=1e-14)
+        assert torch.allclose(ddelta, x.shape[1] * f - 0.5 * g2 * div, rtol=1e-14, atol=1e-14)
+    assert measured == []  # the closed form: nothing to measure
+
+    def plain(u, t):  # a user's score without a closed form
+        return gmm(u, t)
+
+    field = augmented_field(plain, process)
+    for t in times:
+        _, ddelta = field(t, x)
+        _, div = gmm.score_and_divergence(x, t)
+        # autodiff engines vs the closed form: a few ulp of the mixture's O(10) terms
+        assert torch.allclose(ddelta, x.shape[1] * process.drift_coef(t) - 0.5 * process.g2(t) * div, atol=1e-10)
+    assert len(measured) == 1
+
+
+def test_timed_score_keeps_the_closed_form_divergence(mixture, monkeypatch):
+    # the time-share solve must take the sweep's path: the closed form, one timed call per right-hand side
+    gmm, process, x, t0, _ = mixture
+    measured = []
+    real = divergence_module.measure_engines
+    monkeypatch.setattr(divergence_module, "measure_engines", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
+    timed = TimedScore(gmm, torch.device("cpu"))
+    kwargs = dict(t0=t0, rtol=1e-6, atol=1e-6, terminal_log_density=lambda z: gmm.log_density(z, process.T))
+    through = log_likelihood(timed, process, x, **kwargs)
+    direct = log_likelihood(gmm, process, x, **kwargs)
+    assert torch.equal(through.log_density, direct.log_density)
+    assert timed.calls == through.stats.nf and timed.seconds > 0 and measured == []
 
 
 def test_matched_error_interpolation_is_exact_on_power_laws():

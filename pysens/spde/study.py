@@ -161,6 +161,14 @@ def _train_checkpoints(cfg: StudyConfig, data: Tensor, process, out: Path, log) 
     return rows
 
 
+def _relative_to(path: str, folder: Path) -> str:
+    """``path`` relative to ``folder`` when it lies inside it, else unchanged."""
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return path
+
+
 def run_study(cfg: StudyConfig, log=print) -> dict | None:
     """Run the study end to end; writes ``report.json``, ``fig2_metrics_vs_training.png`` and ``mu_curves.png``
     into ``cfg.out`` and returns the report. Under ``torchrun -m pysens siem-study …`` rank 0 trains, the
@@ -282,7 +290,9 @@ def run_study(cfg: StudyConfig, log=print) -> dict | None:
         "saved_per_configuration": (schedule.T - len(positions["first10"])) * cfg.n_particles * cfg.n_runs,
     }
     report = {
-        "config": asdict(cfg),
+        # paths relative to the report's own folder: the study may run in a staging folder that is moved into place
+        # (``pysens bench siem``), and a report must not point at a folder that is gone
+        "config": asdict(cfg) | {"out": "."},
         "spaces": {
             "w2_pixel": "exact W2 (POT emd2) in the 64-pixel space of 8x8 digits in [-1, 1]",
             "sw2_pixel": "sliced W2 (POT, 200 projections) in the same pixel space",
@@ -291,7 +301,7 @@ def run_study(cfg: StudyConfig, log=print) -> dict | None:
         },
         "test_function": "phi(x) = |x|^2/d",
         "windows": {"full": "timesteps 999..0 (1000 reverse steps)", "first10": "timesteps 999..900 (100 steps)"},
-        "configurations": rows,
+        "configurations": [r | {"path": _relative_to(r["path"], out)} for r in rows],
         "correlations": table,
         "nfe": nfe,
         "wall_time": {"train": t_train, "sample_and_targets": t_sample, "total": time.perf_counter() - start},

@@ -24,6 +24,10 @@ def test_micro_study_writes_its_report_and_figures(tmp_path):
     assert (tmp_path / "fig2_metrics_vs_training.png").exists() and (tmp_path / "mu_curves.png").exists()
     saved = json.loads((tmp_path / "report.json").read_text())
     assert len(saved["configurations"]) == 3
+    # paths relative to the report's folder (it may be written in a staging folder and moved), and they resolve there
+    assert saved["config"]["out"] == "."
+    for row in saved["configurations"]:
+        assert not row["path"].startswith("/") and (tmp_path / row["path"]).is_file()
     metrics = saved["configurations"][0]["metrics"]
     for key in (
         "siem_A_first10",

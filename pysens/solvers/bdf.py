@@ -243,6 +243,7 @@ class QNDFSolver:
         self.linear.set_jacobian(t, problem.x0)
         jac_fresh = torch.ones(B, dtype=torch.bool, device=device)  # J evaluated at this step's start
         c_lu = torch.full((B,), math.nan, **f64)  # the c each sample's LU was factored with (nan: none yet)
+        no_rate = torch.full((B,), math.inf, **f64)  # the Newton rate before a step's second correction (never written)
         lu_stale = torch.ones(B, dtype=torch.bool, device=device)
         singular = torch.zeros(B, dtype=torch.bool, device=device)
         naccept = torch.zeros(B, dtype=torch.long, device=device)
@@ -291,8 +292,7 @@ class QNDFSolver:
             n_iter = torch.zeros_like(order)
             corr = torch.zeros_like(y_pred)
             y_new = y_pred
-            dn_old = torch.full((B,), math.inf, **f64)  # no rate before the second correction (scipy's rule)
-            rate = dn_old
+            dn_old = rate = no_rate  # no rate before the second correction (scipy's rule)
             tol = newton_tol[order]
             for m in range(NEWTON_MAXITER):
                 dy = self._solve(cb * self.rhs(t_new, y_new) - psi - corr)

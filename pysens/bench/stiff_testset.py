@@ -43,9 +43,9 @@ from pysens.bench.work_precision import Setup, WorkPrecision, work_precision
 from pysens.solvers import backend_status
 from pysens.solvers.methods import METHODS
 from pysens.solvers.tolerance import (
-    CALIBRATION_SAFETY,
     DEFAULT_TOLERANCE_MODEL,
     TOLERANCE_MODELS,
+    calibrated_factor,
     internal_tolerances,
     tolerance_map,
 )
@@ -265,7 +265,7 @@ def error_per_tolerance(problems: dict) -> list[dict]:
             keep(row, "margin_min", p["scd"] - p["required_digits"], where, largest=False)
     for row in rows.values():
         k = row["k_max"]
-        row["c_procedure"] = None if k is None else min(1.0, (CALIBRATION_SAFETY / k[0]) ** row["q"])
+        row["c_procedure"] = None if k is None else calibrated_factor(k[0], row["q"])
     return list(rows.values())
 
 

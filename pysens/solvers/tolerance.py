@@ -88,6 +88,12 @@ def _identity(basis: str, k_max: float | None = None) -> ToleranceMap:
 CALIBRATION_SAFETY = 10**0.5  # S: the calibrated global error is at most ~S·rtol on the fit set
 
 
+def calibrated_factor(k_max: float, q: float) -> float:
+    """The documented calibration (module docstring): ``c = min(1, (S / K_max)^q)`` from the largest global error per
+    tolerance ``K_max`` measured on the fit set."""
+    return min(1.0, (CALIBRATION_SAFETY / k_max) ** q)
+
+
 _EXPLICIT = (
     "explicit pair with local extrapolation (propagates the higher order): global error ~ tol; measured on x' = Ax "
     "(tests/validation property tests, rtol 1e-3..1e-9): no wrong Success, so not mapped"

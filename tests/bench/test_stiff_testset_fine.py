@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from pysens.bench.stiff_testset import CALIBRATION_SAFETY, DIGITS_MARGIN, error_per_tolerance, error_per_tolerance_table
+from pysens.bench.stiff_testset import DIGITS_MARGIN, error_per_tolerance, error_per_tolerance_table
+from pysens.solvers.tolerance import CALIBRATION_SAFETY
 
 
 def _point(setup, rtol, scd, q, c, retcode="Success", required=None):

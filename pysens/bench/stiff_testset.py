@@ -45,6 +45,7 @@ from pysens.solvers.methods import METHODS
 from pysens.solvers.tolerance import (
     DEFAULT_TOLERANCE_MODEL,
     TOLERANCE_MODELS,
+    ToleranceMap,
     calibrated_factor,
     internal_tolerances,
     tolerance_map,
@@ -257,7 +258,7 @@ def error_per_tolerance(problems: dict) -> list[dict]:
             entry = tolerance_map(p["method"])
             row["q"], row["c"] = q, c = p.get("tolerance_map") or (entry.q, entry.c)
             err, rtol, where = 10.0 ** -p["scd"], p["reltol"], (name, p["reltol"])
-            rtol_int = p.get("rtol_internal") or rtol * min(1.0, c * rtol ** (q - 1.0))
+            rtol_int = p.get("rtol_internal") or rtol * ToleranceMap(q, c, "").factor(rtol)  # files before it
             if name in FIT_SET and not p["wrong"]:  # a wrong Success is a defect to find, not a calibration datum
                 keep(row, "k_max", err / rtol_int ** (1.0 / q), where)
             if p["required_digits"] >= -math.log10(rtol) - DIGITS_MARGIN - 1e-9:  # rtol-dominated: the literal rule

@@ -27,7 +27,13 @@ Each setup runs at the loosest rtol of ``RTOL_LADDER`` whose solution reaches 6 
 test set suite does, ``problem.atol(rtol)``), found in a calibration pass. Then ``--runs`` timed rounds interleave the
 setups; the time is the minimum over rounds of the process's CPU time (every setup is single-threaded and in-process;
 on a shared machine wall time also counts the waits for a core, so it is recorded but not compared), and the ratios
-(the fastest torch setup over each peer) are taken within the same run.
+(the fastest torch setup over each peer) are taken within the same run. numpy/scipy's BLAS is held to one thread
+for the run (threadpoolctl), as torch is.
+
+Each round also times the torch right-hand side alone on the batch: at the fewest calls any setup needed for one solve
+of the batch (a per-sample loop's calls counted per solve) it is a floor under every torch engine that makes no fewer
+calls, and the table compares it with the fastest user peer's whole solve (where it is beyond the bound, no torch
+solver on that right-hand side can meet it, however lean its own steps).
 
 ``--large-batch N`` adds, per problem, a case at B = N with only the coupled torch QNDF and user CVODE's banded
 whole-batch solve (the fastest peer at B = 64), digits measured on ``CHECKED_ROWS`` evenly spaced copies.
@@ -39,6 +45,7 @@ whole-batch solve (the fastest peer at B = 64), digits measured on ``CHECKED_ROW
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +61,7 @@ from pysens.bench.testset import PROBLEMS, StiffTestProblem, scd
 from pysens.solvers import ODEProblem
 
 DIGITS = 6.0
+RHS_TIMING_CALLS = 200  # back-to-back calls of the torch right-hand side per timing round (its floor, below)
 RTOL_LADDER = (1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 3e-9, 1e-9)
 MAXITERS = 200_000
 BATCH = 64
@@ -193,6 +201,38 @@ def large_batch_setups(problem: StiffTestProblem, cvode: bool) -> list[Run]:
     return runs
 
 
+def _rhs_seconds(problem: StiffTestProblem, x0: Tensor, calls: int = RHS_TIMING_CALLS) -> float:
+    """CPU seconds of one call of the problem's torch right-hand side on the whole batch ``x0`` (the mean of
+    ``calls`` back-to-back calls; the caller takes the minimum over rounds)."""
+    t = torch.zeros(x0.shape[0], dtype=x0.dtype)
+    problem.rhs(t, x0)  # first-call costs out of the measurement
+    cpu = time.process_time()
+    for _ in range(calls):
+        problem.rhs(t, x0)
+    return (time.process_time() - cpu) / calls
+
+
+def _rhs_floor(rows: dict, rhs_seconds: float) -> dict | None:
+    """What the torch right-hand side alone costs at the fewest calls any setup of the case needed for one solve of
+    the batch to 6 digits (a per-sample loop's calls are counted per solve: a torch engine evaluates the batch's
+    copies in one call): a lower bound on any torch engine's time that makes no fewer calls than the best of these
+    solvers. ``None`` when no setup reached the digits."""
+    calls = {}
+    for name, row in rows.items():
+        if row.get("time") is None:
+            continue
+        calls[name] = row["nf"] / row["solves"]
+    if not calls:
+        return None
+    fewest = min(calls, key=calls.get)
+    return {
+        "rhs_call_cpu": rhs_seconds,
+        "fewest_calls": calls[fewest],
+        "fewest_calls_setup": fewest,
+        "seconds": rhs_seconds * calls[fewest],
+    }
+
+
 def bench_case(
     problem: StiffTestProblem, batch: int, runs: int, loop_samples: int, cvode: bool, progress, large: bool = False
 ) -> dict:
@@ -211,11 +251,22 @@ def bench_case(
             progress(f"{problem.name} B={batch} {run.name} rtol={rtol:g}: {code}, scd {digits:.2f}")
             if code == "Success" and digits >= DIGITS:
                 chosen[run.name] = (run, rtol)
-                rows[run.name] = {"rtol": rtol, "scd": digits, "nf": nf, "retcode": code, "times": [], "cpu_times": []}
+                solves = n if run.per_sample else 1  # a loop's nf sums its n solves
+                rows[run.name] = {
+                    "rtol": rtol,
+                    "scd": digits,
+                    "nf": nf,
+                    "solves": solves,
+                    "retcode": code,
+                    "times": [],
+                    "cpu_times": [],
+                }
                 break
         else:
             rows[run.name] = {"rtol": None, "scd": None, "retcode": "not reached", "times": [], "cpu_times": []}
-    for _ in range(runs):  # interleaved: every setup once per round
+    rhs_seconds = []
+    for _ in range(runs):  # interleaved: every setup once per round, and the torch right-hand side's own cost
+        rhs_seconds.append(_rhs_seconds(problem, x0))
         for name, (run, rtol) in chosen.items():
             cpu = time.process_time()
             _, _, _, seconds, n = _call(run, x0, rtol, loop_samples)
@@ -233,10 +284,21 @@ def bench_case(
     user_peers = {k: v for k, v in timed.items() if rows[k]["user_code"]}
     summary = _verdict(engines, backend_peers, batch)
     summary["user_code"] = _verdict(engines, user_peers, batch)
+    floor = _rhs_floor(rows, min(rhs_seconds)) if rhs_seconds else None
+    if floor is not None and user_peers:
+        fastest = summary["user_code"]["fastest_peer"]
+        floor["over_fastest_user_peer"] = floor["seconds"] / user_peers[fastest]
+        floor["reachable"] = floor["seconds"] <= _target(batch) * user_peers[fastest]
+    summary["rhs_floor"] = floor
     case = {"problem": problem.name, "batch": batch, "setups": rows, "summary": summary}
     if large:
         case["checked_rows"] = CHECKED_ROWS
     return case
+
+
+def _target(batch: int) -> float:
+    """Issue 13's bound on the fastest torch setup over the fastest peer: 1.5× at B = 1, 1.0× (faster) for a batch."""
+    return 1.5 if batch == 1 else 1.0
 
 
 def _verdict(engines: dict[str, float], peers: dict[str, float], batch: int) -> dict:
@@ -248,7 +310,7 @@ def _verdict(engines: dict[str, float], peers: dict[str, float], batch: int) -> 
         ours = engines[best]
         summary["torch_over_fastest_peer"] = ours / peers[fastest]
         summary["torch_over_each"] = {k: ours / v for k, v in peers.items()}
-        target = 1.5 if batch == 1 else 1.0
+        target = _target(batch)
         summary["target"] = f"fastest torch ≤ {target}× the fastest peer"
         summary["met"] = ours <= target * peers[fastest]
     return summary
@@ -287,6 +349,21 @@ def table(results: dict) -> str:
                     f"fastest peer ({s['fastest_peer']}) = {s['torch_over_fastest_peer']:.2f} ({s['target']}: "
                     f"{'met' if s['met'] else 'not met'})"
                 )
+        floor = case["summary"].get("rhs_floor")
+        if floor and "over_fastest_user_peer" in floor:
+            lines.append(
+                f"  - {case['problem']}, B = {case['batch']}: the torch right-hand side alone "
+                f"({floor['rhs_call_cpu'] * 1e6:.0f} µs a call) at the fewest calls any setup needed "
+                f"({floor['fewest_calls']:.0f}, {floor['fewest_calls_setup']}) costs {floor['seconds']:.3g} s, "
+                f"{floor['over_fastest_user_peer']:.2f}× the fastest user peer's whole solve ("
+                + (
+                    "within the target"
+                    if floor["reachable"]
+                    else "beyond the target: out of reach for a torch engine "
+                    "on this right-hand side that makes no fewer calls"
+                )
+                + ")"
+            )
     return "\n".join(lines)
 
 
@@ -310,19 +387,34 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
     cases = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in args.problems.split(","):
-        for batch in (1, args.batch):
-            cases.append(bench_case(PROBLEMS[name], batch, runs, min(loop, batch), cvode, report))
-            _write(out, cases, runs, loop, cvode, started)
-            print(table({"cases": cases}), flush=True)
-        if args.large_batch > 1:
-            cases.append(bench_case(PROBLEMS[name], args.large_batch, runs, 1, cvode, report, large=True))
-            _write(out, cases, runs, loop, cvode, started)
-            print(table({"cases": cases}), flush=True)
+    with _one_blas_thread() as blas_threads:  # the numpy peers' dense LUs, like torch, on one thread
+        for name in args.problems.split(","):
+            for batch in (1, args.batch):
+                cases.append(bench_case(PROBLEMS[name], batch, runs, min(loop, batch), cvode, report))
+                _write(out, cases, runs, loop, cvode, started, blas_threads)
+                print(table({"cases": cases}), flush=True)
+            if args.large_batch > 1:
+                cases.append(bench_case(PROBLEMS[name], args.large_batch, runs, 1, cvode, report, large=True))
+                _write(out, cases, runs, loop, cvode, started, blas_threads)
+                print(table({"cases": cases}), flush=True)
     return 0
 
 
-def _write(out: Path, cases: list, runs: int, loop: int, cvode: bool, started: float) -> None:
+@contextlib.contextmanager
+def _one_blas_thread():
+    """numpy/scipy's BLAS and LAPACK held to one thread (threadpoolctl) for the run, as torch is: the user peers'
+    dense whole-batch solves otherwise take a second core and their CPU time counts both. Yields the BLAS thread
+    limit in force (``None`` without threadpoolctl: the library's own default, recorded as such)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield None
+        return
+    with threadpool_limits(limits=1):
+        yield 1
+
+
+def _write(out: Path, cases: list, runs: int, loop: int, cvode: bool, started: float, blas_threads) -> None:
     results = {
         "cases": cases,
         "config": {
@@ -331,6 +423,7 @@ def _write(out: Path, cases: list, runs: int, loop: int, cvode: bool, started: f
             "runs": runs,
             "loop_samples": loop,
             "threads": 1,
+            "blas_threads": blas_threads,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "cvode": cvode,

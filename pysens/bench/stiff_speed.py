@@ -11,7 +11,9 @@ and the Jacobian its exact torch Jacobian, as pysens's scipy backend passes them
 * ``torch QNDF`` / ``torch Rodas5P``: the whole batch in one call, per-sample steps (pysens's torch backend);
 * ``torch QNDF coupled``: QNDF with ``batch="coupled"``, the batch as one system (one step size and order, the largest
   per-sample error norm, per-sample LUs; at B = 1 the same algorithm as ``torch QNDF`` with its control on Python
-  floats);
+  floats, in other arithmetic: W⁻¹ with the scale folded in, other norm kernels and summation orders, so its values
+  agree to rounding and its steps on about half of the test set's points, and elsewhere part after a rounding-level
+  difference flips an accept or order decision);
 * ``scipy BDF``, ``scipy Radau``, ``scipy LSODA``, ``CVODE`` (scikit-sundae, dense): one solve per sample, the loop a
   user writes for independent problems (at B = 64 timed on ``--loop-samples`` of the copies and scaled to 64:
   the solves are independent; the table says so);

@@ -146,13 +146,32 @@ class StiffTestProblem:
         ``scd − min_i(d_i − r_i)`` with ``r_i = −log10(max(rtol, atol / s_i)) − margin``, capped at the problem's
         ``float64_digits`` where it has one (module docstring)."""
         digits = self.digits(x_final)
-        ref = self.measured_reference if self.measure is not None else self.reference
-        scale = self.tolerance_scale or tuple(math.inf if i in self.absolute else abs(v) for i, v in enumerate(ref))
-        s = torch.tensor(scale, dtype=torch.float64).clamp_min(1e-300)
-        need = -torch.log10(torch.clamp(atol / s, min=rtol)) - margin
+        need = self.tolerance_digits(rtol, atol) - margin
         if self.float64_digits is not None:
             need = need.clamp(max=self.float64_digits)
         return digits.min(1).values - (digits - need).min(1).values
+
+    def tolerance_digits(self, rtol: float, atol: float) -> Tensor:
+        """The digits ``(rtol, atol)`` promise each measured quantity, ``−log10(max(rtol, atol / s_i))`` ``[k]``
+        (``s_i``: ``tolerance_scale``, else ``|reference|`` for relative quantities and none for absolute ones)."""
+        ref = self.measured_reference if self.measure is not None else self.reference
+        scale = self.tolerance_scale or tuple(math.inf if i in self.absolute else abs(v) for i, v in enumerate(ref))
+        s = torch.tensor(scale, dtype=torch.float64).clamp_min(1e-300)
+        return -torch.log10(torch.clamp(atol / s, min=rtol))
+
+    def scd_against(self, x_final: Tensor, reference: Tensor) -> Tensor:
+        """The scd of every row of ``x_final [B, d]`` against its own reference state ``reference [B, d]`` (a perturbed
+        copy's reference solution, ``[B]``): the measured quantities of each row against those of its reference
+        (relative, absolute for ``absolute``), as :meth:`scd` measures the published problem."""
+        if reference.shape != x_final.shape:
+            raise ValueError(
+                f"reference must have x_final's shape {tuple(x_final.shape)}, got {tuple(reference.shape)}"
+            )
+        x = x_final.detach().to(torch.float64).cpu()
+        ref = reference.detach().to(torch.float64).cpu()
+        if self.measure is not None:
+            x, ref = self.measure(x), self.measure(ref)
+        return torch.cat([scd(x[i : i + 1], ref[i], self.absolute) for i in range(x.shape[0])])
 
 
 def scd(x_final: Tensor, reference, absolute: tuple[int, ...] = ()) -> Tensor:

@@ -146,13 +146,32 @@ class StiffTestProblem:
         ``scd − min_i(d_i − r_i)`` with ``r_i = −log10(max(rtol, atol / s_i)) − margin``, capped at the problem's
         ``float64_digits`` where it has one (module docstring)."""
         digits = self.digits(x_final)
-        ref = self.measured_reference if self.measure is not None else self.reference
-        scale = self.tolerance_scale or tuple(math.inf if i in self.absolute else abs(v) for i, v in enumerate(ref))
-        s = torch.tensor(scale, dtype=torch.float64).clamp_min(1e-300)
-        need = -torch.log10(torch.clamp(atol / s, min=rtol)) - margin
+        need = self.tolerance_digits(rtol, atol) - margin
         if self.float64_digits is not None:
             need = need.clamp(max=self.float64_digits)
         return digits.min(1).values - (digits - need).min(1).values
+
+    def tolerance_digits(self, rtol: float, atol: float) -> Tensor:
+        """The digits ``(rtol, atol)`` promise each measured quantity, ``−log10(max(rtol, atol / s_i))`` ``[k]``
+        (``s_i``: ``tolerance_scale``, else ``|reference|`` for relative quantities and none for absolute ones)."""
+        ref = self.measured_reference if self.measure is not None else self.reference
+        scale = self.tolerance_scale or tuple(math.inf if i in self.absolute else abs(v) for i, v in enumerate(ref))
+        s = torch.tensor(scale, dtype=torch.float64).clamp_min(1e-300)
+        return -torch.log10(torch.clamp(atol / s, min=rtol))
+
+    def scd_against(self, x_final: Tensor, reference: Tensor) -> Tensor:
+        """The scd of every row of ``x_final [B, d]`` against its own reference state ``reference [B, d]`` (a perturbed
+        copy's reference solution, ``[B]``): the measured quantities of each row against those of its reference
+        (relative, absolute for ``absolute``), as :meth:`scd` measures the published problem."""
+        if reference.shape != x_final.shape:
+            raise ValueError(
+                f"reference must have x_final's shape {tuple(x_final.shape)}, got {tuple(reference.shape)}"
+            )
+        x = x_final.detach().to(torch.float64).cpu()
+        ref = reference.detach().to(torch.float64).cpu()
+        if self.measure is not None:
+            x, ref = self.measure(x), self.measure(ref)
+        return torch.cat([scd(x[i : i + 1], ref[i], self.absolute) for i in range(x.shape[0])])
 
 
 def scd(x_final: Tensor, reference, absolute: tuple[int, ...] = ()) -> Tensor:
@@ -220,18 +239,30 @@ def _rober(t: Tensor, y: Tensor) -> Tensor:
     return torch.stack(rober_rates(*y.unbind(1)), 1)
 
 
+VDPOL_EPS = 1.0e-6
+E5_CONSTANTS = (7.89e-10, 1.1e7, 1.13e9, 1.13e3)  # A, B, CM, C of the test set's e5.f
+
+
+def vdpol_rates(y1, y2) -> list:
+    """VDPOL's two rates, eps = 1e-6 (torch or numpy arrays alike)."""
+    return [y2, ((1.0 - y1 * y1) * y2 - y1) / VDPOL_EPS]
+
+
 def _vdpol(t: Tensor, y: Tensor) -> Tensor:
-    y1, y2 = y.unbind(1)
-    return torch.stack([y2, ((1.0 - y1 * y1) * y2 - y1) / 1.0e-6], 1)
+    return torch.stack(vdpol_rates(*y.unbind(1)), 1)
 
 
-def _e5(t: Tensor, y: Tensor) -> Tensor:
-    a, b, cm, c = 7.89e-10, 1.1e7, 1.13e9, 1.13e3
-    y1, y2, y3, y4 = y.unbind(1)
+def e5_rates(y1, y2, y3, y4) -> list:
+    """E5's four rates (torch or numpy arrays alike); f3 = f2 − f4 keeps the invariant y2 − y3 − y4."""
+    a, b, cm, c = E5_CONSTANTS
     p1, p2, p3, p4 = a * y1, b * y1 * y3, cm * y2 * y3, c * y4
     f2 = p1 - p3
     f4 = p2 - p4
-    return torch.stack([-p1 - p2, f2, f2 - f4, f4], 1)
+    return [-p1 - p2, f2, f2 - f4, f4]
+
+
+def _e5(t: Tensor, y: Tensor) -> Tensor:
+    return torch.stack(e5_rates(*y.unbind(1)), 1)
 
 
 def _e5_measure(y: Tensor) -> Tensor:
@@ -271,7 +302,7 @@ def _linear_reference() -> tuple[float, ...]:
     return tuple(math.fsum(h * v for h, v in zip(row, decayed, strict=True)) for row in _LINEAR_H)
 
 
-_POLLU_K = (
+POLLU_K = (  # the rate constants k_1 ... k_25 of pollu.f
     0.35,
     0.266e2,
     0.123e5,
@@ -300,63 +331,82 @@ _POLLU_K = (
 )
 
 
-def _pollu(t: Tensor, y: Tensor) -> Tensor:
-    k = _POLLU_K
-    y = y.unbind(1)
-    r = [
-        k[0] * y[0],
-        k[1] * y[1] * y[3],
-        k[2] * y[4] * y[1],
-        k[3] * y[6],
-        k[4] * y[6],
-        k[5] * y[6] * y[5],
-        k[6] * y[8],
-        k[7] * y[8] * y[5],
-        k[8] * y[10] * y[1],
-        k[9] * y[10] * y[0],
-        k[10] * y[12],
-        k[11] * y[9] * y[1],
-        k[12] * y[13],
-        k[13] * y[0] * y[5],
-        k[14] * y[2],
-        k[15] * y[3],
-        k[16] * y[3],
-        k[17] * y[15],
-        k[18] * y[15],
-        k[19] * y[16] * y[5],
-        k[20] * y[18],
-        k[21] * y[18],
-        k[22] * y[0] * y[3],
-        k[23] * y[18] * y[0],
-        k[24] * y[19],
-    ]
+# POLLU's 25 reactions as in pollu.f: reaction j has rate r_j = k_j · Π_{i in POLLU_REACTANTS[j]} y_i
+POLLU_REACTANTS = (
+    (0,),
+    (1, 3),
+    (4, 1),
+    (6,),
+    (6,),
+    (6, 5),
+    (8,),
+    (8, 5),
+    (10, 1),
+    (10, 0),
+    (12,),
+    (9, 1),
+    (13,),
+    (0, 5),
+    (2,),
+    (3,),
+    (3,),
+    (15,),
+    (15,),
+    (16, 5),
+    (18,),
+    (18,),
+    (0, 3),
+    (18, 0),
+    (19,),
+)
+
+
+def pollu_reaction_rates(*y) -> list:
+    """POLLU's 25 reaction rates r_j from the twenty species (torch or numpy arrays alike)."""
+    r = []
+    for k, reactants in zip(POLLU_K, POLLU_REACTANTS, strict=True):
+        rate = k * y[reactants[0]]
+        for i in reactants[1:]:
+            rate = rate * y[i]
+        r.append(rate)
+    return r
+
+
+def pollu_balance(r) -> list:
+    """POLLU's twenty species rates from its 25 reaction rates (linear in ``r``: the stoichiometry)."""
     r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13 = r[:13]
     r14, r15, r16, r17, r18, r19, r20, r21, r22, r23, r24, r25 = r[13:]
-    return torch.stack(
-        [
-            -r1 - r10 - r14 - r23 - r24 + r2 + r3 + r9 + r11 + r12 + r22 + r25,
-            -r2 - r3 - r9 - r12 + r1 + r21,
-            -r15 + r1 + r17 + r19 + r22,
-            -r2 - r16 - r17 - r23 + r15,
-            -r3 + 2.0 * r4 + r6 + r7 + r13 + r20,
-            -r6 - r8 - r14 - r20 + r3 + 2.0 * r18,
-            -r4 - r5 - r6 + r13,
-            r4 + r5 + r6 + r7,
-            -r7 - r8,
-            -r12 + r7 + r9,
-            -r9 - r10 + r8 + r11,
-            r9,
-            -r11 + r10,
-            -r13 + r12,
-            r14,
-            -r18 - r19 + r16,
-            -r20,
-            r20,
-            -r21 - r22 - r24 + r23 + r25,
-            -r25 + r24,
-        ],
-        1,
-    )
+    return [
+        -r1 - r10 - r14 - r23 - r24 + r2 + r3 + r9 + r11 + r12 + r22 + r25,
+        -r2 - r3 - r9 - r12 + r1 + r21,
+        -r15 + r1 + r17 + r19 + r22,
+        -r2 - r16 - r17 - r23 + r15,
+        -r3 + 2.0 * r4 + r6 + r7 + r13 + r20,
+        -r6 - r8 - r14 - r20 + r3 + 2.0 * r18,
+        -r4 - r5 - r6 + r13,
+        r4 + r5 + r6 + r7,
+        -r7 - r8,
+        -r12 + r7 + r9,
+        -r9 - r10 + r8 + r11,
+        r9,
+        -r11 + r10,
+        -r13 + r12,
+        r14,
+        -r18 - r19 + r16,
+        -r20,
+        r20,
+        -r21 - r22 - r24 + r23 + r25,
+        -r25 + r24,
+    ]
+
+
+def pollu_rates(*y) -> list:
+    """POLLU's twenty rates from the species (torch or numpy arrays alike)."""
+    return pollu_balance(pollu_reaction_rates(*y))
+
+
+def _pollu(t: Tensor, y: Tensor) -> Tensor:
+    return torch.stack(pollu_rates(*y.unbind(1)), 1)
 
 
 _TESTSET = "Mazzia & Magherini, Test Set for IVP Solvers 2.4 (Bari)"

@@ -4,9 +4,10 @@ pysens's scipy backend calls scipy and scikit-sundae with the problem's *torch* 
 way to check pysens's numerics against theirs, but not what a scipy or SUNDIALS user runs: they write the kinetics in
 numpy (one call costs a few microseconds, where eight torch operations on a 3- or 8-element tensor cost tens), with an
 analytic Jacobian from the test set's description, and call the solver directly with its defaults. This module is
-that code for the stiff-speed problems (HIRES, ROBER, OREGO of the Bari test set, Mazzia & Magherini), batched the
-way such a user batches independent copies (the rate formulas are the test set's own, :mod:`pysens.bench.testset`,
-evaluated on numpy arrays):
+that code for the stiff-speed problems (HIRES, ROBER, OREGO, VDPOL, E5, POLLU of the Bari test set, Mazzia &
+Magherini), batched the way such a user batches independent copies (the rate formulas are the test set's own,
+:mod:`pysens.bench.testset`, evaluated on numpy arrays; POLLU's Jacobian is its stoichiometric matrix times the
+derivatives of its 25 mass-action rates):
 
 * **per sample**: one solve per row, a loop (``solve_ivp`` BDF/Radau/LSODA with ``jac``; CVODE dense with ``jacfn``);
 * **whole batch**: the rows flattened into one ``B·d`` system, one step size for all (score_sde's layout), the
@@ -31,7 +32,19 @@ import scipy.sparse as sp
 import torch
 from scipy.integrate import solve_ivp
 
-from pysens.bench.testset import hires_rates, orego_rates, rober_rates
+from pysens.bench.testset import (
+    E5_CONSTANTS,
+    POLLU_K,
+    POLLU_REACTANTS,
+    VDPOL_EPS,
+    e5_rates,
+    hires_rates,
+    orego_rates,
+    pollu_balance,
+    pollu_rates,
+    rober_rates,
+    vdpol_rates,
+)
 
 Tensor = torch.Tensor
 MAX_STEPS = 200_000
@@ -91,6 +104,61 @@ def _orego_jacobian(y: np.ndarray) -> np.ndarray:
     return J
 
 
+def _vdpol(y: np.ndarray) -> np.ndarray:
+    return np.stack(vdpol_rates(*y.T), 1)
+
+
+def _vdpol_jacobian(y: np.ndarray) -> np.ndarray:
+    y1, y2 = y[:, 0], y[:, 1]
+    J = np.zeros((y.shape[0], 2, 2))
+    J[:, 0, 1] = 1.0
+    J[:, 1, 0] = (-2.0 * y1 * y2 - 1.0) / VDPOL_EPS
+    J[:, 1, 1] = (1.0 - y1 * y1) / VDPOL_EPS
+    return J
+
+
+def _e5(y: np.ndarray) -> np.ndarray:
+    return np.stack(e5_rates(*y.T), 1)
+
+
+def _e5_jacobian(y: np.ndarray) -> np.ndarray:
+    a, b, cm, c = E5_CONSTANTS
+    y1, y2, y3 = y[:, 0], y[:, 1], y[:, 2]
+    J = np.zeros((y.shape[0], 4, 4))
+    J[:, 0, 0] = -a - b * y3
+    J[:, 0, 2] = -b * y1
+    J[:, 1, 0] = a
+    J[:, 1, 1] = -cm * y3
+    J[:, 1, 2] = -cm * y2
+    J[:, 3, 0] = b * y3
+    J[:, 3, 2] = b * y1
+    J[:, 3, 3] = -c
+    J[:, 2] = J[:, 1] - J[:, 3]  # f3 = f2 - f4
+    return J
+
+
+def _pollu(y: np.ndarray) -> np.ndarray:
+    return np.stack(pollu_rates(*y.T), 1)
+
+
+# POLLU's stoichiometric matrix [20 species, 25 reactions]: f = S r is linear in the reaction rates r, so its columns
+# are the species balance of unit rates
+_POLLU_STOICHIOMETRY = np.array(pollu_balance(list(np.eye(len(POLLU_K)))))
+
+
+def _pollu_jacobian(y: np.ndarray) -> np.ndarray:
+    """J = S · dr/dy: reaction j's rate k_j·y_a(·y_b) has derivative k_j (·y_b) in y_a."""
+    dr = np.zeros((y.shape[0], len(POLLU_K), y.shape[1]))
+    for j, (k, reactants) in enumerate(zip(POLLU_K, POLLU_REACTANTS, strict=True)):
+        if len(reactants) == 1:
+            dr[:, j, reactants[0]] = k
+        else:
+            a, b = reactants
+            dr[:, j, a] = k * y[:, b]
+            dr[:, j, b] = k * y[:, a]
+    return _POLLU_STOICHIOMETRY @ dr
+
+
 @dataclass(frozen=True)
 class NumpyKinetics:
     """A test-set problem in numpy: ``rhs(y [n, d]) -> [n, d]`` and ``jacobian(y [n, d]) -> [n, d, d]`` (autonomous)."""
@@ -103,6 +171,9 @@ PROBLEMS = {
     "hires": NumpyKinetics(_hires, _hires_jacobian),
     "rober": NumpyKinetics(_rober, _rober_jacobian),
     "orego": NumpyKinetics(_orego, _orego_jacobian),
+    "vdpol": NumpyKinetics(_vdpol, _vdpol_jacobian),
+    "e5": NumpyKinetics(_e5, _e5_jacobian),
+    "pollu": NumpyKinetics(_pollu, _pollu_jacobian),
 }
 SCIPY_METHODS = ("BDF", "Radau", "LSODA")
 Solve = Callable[[Tensor, float], tuple[Tensor, str, int]]

@@ -50,6 +50,12 @@ MAX_NEWTON = 10
 # Newton converges as assumed (its second correction is then far below one unit).
 RATE_TRUSTED_BELOW = 1.0
 RTOL_FLOOR_ULPS = 100
+# Krylov solves of the Newton iterations after the first stop at a weighted residual of LINEAR_FACTOR times the
+# Newton tolerance (κ, in units of hF: κγ in units of the stage value), as CVODE/ARKode do (eplifac = 0.05 of the
+# nonlinear tolerance): the error that leaves in a correction is ‖M⁻¹‖ ≲ 1 times that, 5% of what Newton itself may
+# leave, and the next iteration or the rate test sees it. The first iteration keeps the solver's own tolerance
+# (krylov_tol, 1e-5): FIRST_ITERATION_TOL judges its correction alone. A user's krylov_tol applies to every solve.
+LINEAR_FACTOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,8 @@ class ESDIRKStepper(Stepper):
         self.f_explicit = Counter(problem.f2, dtype) if self.imex else None
         self.work = WorkCounts()
         self.linear = make_linear_solver(problem, self.work, norm, extra, implicit_only=self.imex)
+        own = isinstance(self.linear, DenseSolver) or "krylov_tol" in extra
+        self.newton_linear_tol = None if own else LINEAR_FACTOR * KAPPA * tab.gamma
         self.stale: Tensor | None = None  # [B]: the sample's Jacobian is refreshed before its next attempt
         self.eta = None
 
@@ -252,7 +260,7 @@ class ESDIRKStepper(Stepper):
         prev = None
         for _ in range(MAX_NEWTON):
             G = z - psi - hg * self.f_implicit(ti, z)
-            delta = self.linear.solve(-G)
+            delta = self.linear.solve(-G, None if prev is None else self.newton_linear_tol)
             live = bcast(~converged, z)
             z = torch.where(live, z + delta, z)
             # the correction in units of the stage's h·F (z = ψ + γ·hF): that is what enters x_new, magnified by

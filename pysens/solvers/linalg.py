@@ -92,7 +92,8 @@ class DenseSolver:
         self.work.nfactor += 1
         return (info != 0) | ~torch.isfinite(lu.diagonal(dim1=-2, dim2=-1)).all(-1)
 
-    def solve(self, r: Tensor) -> Tensor:
+    def solve(self, r: Tensor, tol: float | None = None) -> Tensor:
+        """``M⁻¹ r`` by the LU factors (``tol``: accepted for the Krylov solver's signature; LU is exact)."""
         self.work.nlinsolve += 1
         b = r.reshape(r.shape[0], -1, 1)
         if self.D is not None:
@@ -208,13 +209,18 @@ class KrylovSolver:
     def _apply_P(self, v: Tensor) -> Tensor:
         return v if self.precond is None else self.precond(self._t, self._x, self.hgamma, v)
 
-    def solve(self, r: Tensor) -> Tensor:
-        """Minimal-residual solve of M P u = r for every sample in the weighted norm, then ``P u``.
+    def solve(self, r: Tensor, tol: float | None = None) -> Tensor:
+        """Minimal-residual solve of M P u = r for every sample in the weighted norm, then ``P u``; ``tol`` (default
+        the solver's ``tol``): the weighted RMS residual to stop at, in units of the error tolerance.
 
         In the weighted variables (``A z = w ⊙ M P (z / w)``, w = 1/scale) the kept pairs ``(Z, C = A Z)`` have
-        orthonormal ``C`` per sample. A solve first takes the best combination of the kept directions (no
-        products: ``y = Cᵀ r``), then extends the space by GCR steps (direction = current residual, ``A z``
-        orthogonalised against ``C`` by two Gram–Schmidt passes) until the weighted RMS residual is below ``tol``.
+        orthonormal ``C`` per sample. With a preconditioner, ``Q = P (Z / w)`` is kept instead of ``Z``
+        (``C = w ⊙ M Q``), so the answer ``Σ α q`` is a combination of kept vectors and needs no preconditioner
+        solve of its own (on the grid SPDE that halved the FFT solves), and its residual is the tracked one exactly,
+        whatever P does (the flexible form). A solve first takes the best combination
+        of the kept directions (no products: ``y = Cᵀ r``), then extends the space by GCR steps (direction =
+        current residual, ``A z`` orthogonalised against ``C`` by two Gram–Schmidt passes) until the weighted RMS
+        residual is below ``tol``.
         Started from an empty space this is GMRES's minimal-residual iterate on the same Krylov space; kept
         across the solves that share one operator (every stage of a Rosenbrock step, every simplified-Newton
         iteration of an ESDIRK stage, until :meth:`set_jacobian` or :meth:`factor` changes it), later solves
@@ -247,22 +253,26 @@ class KrylovSolver:
         w = to_basis(self._weights)
         res = to_basis(r) * w
         n = res.shape[1]
-        if self._kept == 0 or getattr(self, "_Z", None) is None or self._Z.shape[0] != B or self._Z.shape[2] != n:
+        if self._kept == 0 or getattr(self, "_Q", None) is None or self._Q.shape[0] != B or self._Q.shape[2] != n:
             zeros = np.zeros if host else (lambda s, dtype: res.new_zeros(s))
-            self._Z, self._C = zeros((B, self.m, n), dtype=res.dtype), zeros((B, self.m, n), dtype=res.dtype)
+            self._Q, self._C = zeros((B, self.m, n), dtype=res.dtype), zeros((B, self.m, n), dtype=res.dtype)
             self._kept = 0
-        Z, C = self._Z, self._C
+        Q, C = self._Q, self._C
         info = torch.finfo(r.dtype)
         tiny = float(info.tiny)
         # weighted RMS residual <= tol, or a relative residual of eps^(2/3) (below that the products' rounding, and
         # for the difference JVP its √eps error, leave nothing to gain: a right-hand side far larger than the error
         # scale, as Rosenbrock23's unscaled stage derivatives, would otherwise ask for less than rounding)
         target = ((res * res).sum(1)) ** 0.5 * (info.eps ** (2.0 / 3.0))
-        target = target + (target < self.tol * n**0.5) * (self.tol * n**0.5 - target)
-        xz = res * 0.0
+        floor = (self.tol if tol is None else tol) * n**0.5
+        target = target + (target < floor) * (floor - target)
+        # kept directions and the answer: with a preconditioner q = P (z / w), in the caller's units; without one
+        # q = z, the answer divided by w once at the end (the plain solve's arithmetic)
+        plain = self.precond is None
+        u = res * 0.0
         if self._kept:  # the best combination of the kept directions: no new products
             y = (C[:, : self._kept] @ res[:, :, None]).swapaxes(1, 2)  # [B, 1, kept]
-            xz = (y @ Z[:, : self._kept])[:, 0]
+            u = (y @ Q[:, : self._kept])[:, 0]
             res = res - (y @ C[:, : self._kept])[:, 0]
         restarts = 0
         while True:
@@ -276,23 +286,24 @@ class KrylovSolver:
                 restarts += 1
                 self._kept = 0
             k = self._kept
-            z = res
-            a = w * to_basis(self._apply_M(self._apply_P(from_basis(z / w))))
+            pz = self._apply_P(from_basis(res / w))  # the direction z = res
+            a = w * to_basis(self._apply_M(pz))
+            q = res if plain else to_basis(pz)
             if k:
                 for _ in range(2):  # classical Gram–Schmidt, twice (as stable as the modified form)
                     bt = (C[:, :k] @ a[:, :, None]).swapaxes(1, 2)  # [B, 1, k]
                     a = a - (bt @ C[:, :k])[:, 0]
-                    z = z - (bt @ Z[:, :k])[:, 0]
+                    q = q - (bt @ Q[:, :k])[:, 0]
             anorm = ((a * a).sum(1)) ** 0.5
             inv = 1.0 / (anorm + (anorm <= tiny))
             inv = inv * (anorm > tiny)  # a breakdown (A z in the kept space) adds nothing for that sample
-            a, z = a * inv[:, None], z * inv[:, None]
-            C[:, k], Z[:, k] = a, z
+            a, q = a * inv[:, None], q * inv[:, None]
+            C[:, k], Q[:, k] = a, q
             self._kept = k + 1
             alpha = (a * res).sum(1)[:, None]
-            xz = xz + alpha * z
+            u = u + alpha * q
             res = res - alpha * a
-        return self._apply_P(from_basis(xz / w))
+        return from_basis(u / w if plain else u)
 
 
 LINSOLVES = ("auto", "dense", "gmres")

@@ -36,6 +36,8 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 
+import numpy as np
+import scipy.fft
 import torch
 from torch import Tensor
 
@@ -94,6 +96,8 @@ class Grid:
         self.dim = len(cells)
         self.h = tuple((b - a) / m for a, b, m in zip(lower, upper, cells, strict=True))
         self.cell_volume = math.prod(self.h)
+        self._laplacian_eigs: dict = {}  # (dtype, device) -> Δ_h's eigenvalues on the FFT grid of the solve
+        self._face_points: dict = {}  # (axis, dtype, device) -> face_points, for the operators' per-time builds
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -129,6 +133,15 @@ class Grid:
         n = self.face_shape(axis)[axis]
         coords[axis] = self.lower[axis] + torch.arange(1, n + 1, dtype=dtype, device=device) * self.h[axis]
         return self._mesh(coords)
+
+    def shared_face_points(self, axis: int, dtype=torch.float64, device=None) -> Tensor:
+        """:meth:`face_points`, built once per axis, dtype and device and shared: read-only (the operators build
+        drift and noise fields at the faces for every new time, a few times per stage and sample)."""
+        key = (axis, dtype, None if device is None else torch.device(device))
+        pts = self._face_points.get(key)
+        if pts is None:
+            pts = self._face_points[key] = self.face_points(axis, dtype, device)
+        return pts
 
     def check_state(self, u: Tensor, name: str = "u") -> None:
         if not isinstance(u, Tensor) or u.dim() != 1 + self.dim or tuple(u.shape[1:]) != self.cells:
@@ -232,8 +245,17 @@ class Grid:
         """Solve (I − coef · Δ_h) w = v per row, ``coef`` ``[B]`` (γ D), with Δ_h the grid's finite-volume Laplacian.
 
         Periodic: Δ_h is diagonal in the FFT basis. No-flux: the cell-centred Neumann Laplacian equals the periodic
-        one on the even reflection of the box (2M cells per axis), so the same FFT solve applies there.
+        one on the even reflection of the box (2M cells per axis), so the same FFT solve applies there; that is the
+        DCT-II of the box itself (eigenvalues −4/h² sin²(πk/2M)), which on the CPU, outside autograd, is used
+        directly (scipy.fft: a quarter of the reflected 2-D transform's data, 4× faster on 256²).
         """
+        if (
+            self.bc == "noflux"
+            and v.device.type == "cpu"
+            and v.dtype in (torch.float32, torch.float64)
+            and not (v.requires_grad or torch.as_tensor(coef).requires_grad)
+        ):
+            return self._solve_shifted_laplacian_dct(v, coef)
         x = v
         if self.bc == "noflux":
             for i in range(self.dim):
@@ -241,21 +263,41 @@ class Grid:
         sizes = x.shape[1:]
         dims = tuple(range(1, 1 + self.dim))
         spec = torch.fft.rfftn(x, dim=dims)
-        eig = torch.zeros(spec.shape[1:], dtype=v.dtype, device=v.device)
-        for i in range(self.dim):
-            n = sizes[i]
-            k = torch.arange(spec.shape[1 + i], dtype=v.dtype, device=v.device)
-            if i < self.dim - 1:
-                k = torch.fft.fftfreq(n, d=1.0 / n, dtype=v.dtype, device=v.device)
-            lam = -4.0 / self.h[i] ** 2 * torch.sin(math.pi * k / n) ** 2
-            view = [1] * self.dim
-            view[i] = lam.numel()
-            eig = eig + lam.reshape(view)
+        eig = self._laplacian_eigs.get((v.dtype, v.device))
+        if eig is None:  # the same for every solve on this grid: built once (the preconditioner runs per product)
+            eig = torch.zeros(spec.shape[1:], dtype=v.dtype, device=v.device)
+            for i in range(self.dim):
+                n = sizes[i]
+                k = torch.arange(spec.shape[1 + i], dtype=v.dtype, device=v.device)
+                if i < self.dim - 1:
+                    k = torch.fft.fftfreq(n, d=1.0 / n, dtype=v.dtype, device=v.device)
+                lam = -4.0 / self.h[i] ** 2 * torch.sin(math.pi * k / n) ** 2
+                view = [1] * self.dim
+                view[i] = lam.numel()
+                eig = eig + lam.reshape(view)
+            self._laplacian_eigs[(v.dtype, v.device)] = eig
         denom = 1.0 - coef.to(v.dtype).reshape(-1, *([1] * self.dim)) * eig[None]
         w = torch.fft.irfftn(spec / denom, s=sizes, dim=dims)
         for i in range(self.dim):
             w = w.narrow(1 + i, 0, self.cells[i])
         return w
+
+    def _solve_shifted_laplacian_dct(self, v: Tensor, coef: Tensor) -> Tensor:
+        axes = tuple(range(1, 1 + self.dim))
+        key = ("dct", v.dtype)
+        eig = self._laplacian_eigs.get(key)
+        if eig is None:
+            dtype = np.float32 if v.dtype == torch.float32 else np.float64
+            eig = np.zeros(self.cells, dtype=dtype)
+            for i, (m, h) in enumerate(zip(self.cells, self.h, strict=True)):
+                view = [1] * self.dim
+                view[i] = m
+                eig = eig + (-4.0 / h**2 * np.sin(np.pi * np.arange(m) / (2 * m)) ** 2).astype(dtype).reshape(view)
+            self._laplacian_eigs[key] = eig
+        spec = scipy.fft.dctn(v.detach().numpy(), type=2, axes=axes)
+        c = torch.as_tensor(coef).detach().to(v.dtype).reshape(-1, *([1] * self.dim)).numpy()
+        spec /= 1.0 - c * eig[None]
+        return torch.from_numpy(scipy.fft.idctn(spec, type=2, axes=axes))
 
 
 class _TimeCache:
@@ -376,7 +418,7 @@ class FokkerPlanckOperator:
         shapes = [self.grid.face_shape(axis) for axis in range(self.grid.dim)]
         if self.drift is None:
             return [[torch.zeros(shape, dtype=dtype, device=device) for shape in shapes] for _ in times]
-        pts = [self.grid.face_points(axis, dtype, device) for axis in range(self.grid.dim)]
+        pts = [self.grid.shared_face_points(axis, dtype, device) for axis in range(self.grid.dim)]
         sizes = [p.shape[0] for p in pts]
         stacked = torch.cat(pts)
         n = len(times)
@@ -426,6 +468,18 @@ class FokkerPlanckOperator:
         ``t`` is one time (coefficients ``[*face_shape]``) or a list of per-row times (``[B, *face_shape]``: each row
         its own drift and D, so rows on different clocks are still applied in one vectorised pass).
         """
+        if part == "diffusion":  # D/h at every face: the drift is not needed (nor evaluated)
+            many = isinstance(t, (list, tuple))
+            D = torch.tensor(
+                [self.diffusion_at(s) for s in t] if many else self.diffusion_at(t), dtype=dtype, device=device
+            )
+            D = D.reshape(-1, *([1] * self.grid.dim)) if many else D
+            lead = (len(t),) if many else ()
+            out = []
+            for axis, h in enumerate(self.grid.h):
+                d = (D / h).expand(*lead, *self.grid.face_shape(axis))
+                out.append((d, d))
+            return out
         if isinstance(t, (list, tuple)):
             D = torch.tensor([self.diffusion_at(s) for s in t], dtype=dtype, device=device)
             per_time = self.face_velocities(t, dtype, device)
@@ -437,9 +491,6 @@ class FokkerPlanckOperator:
         out = []
         for v, h in zip(vel, self.grid.h, strict=True):
             d = (D / h).expand_as(v)
-            if part == "diffusion":
-                out.append((d, d))
-                continue
             if part == "advection":
                 if self.flux != "central":
                     raise ValueError(f"the {self.flux} flux does not split into diffusion + advection; use part='full'")

@@ -170,7 +170,7 @@ class GridSPDE(GridSchemes):
         def build():
             out = []
             for axis in range(self.grid.dim):
-                pts = self.grid.face_points(axis, dtype, device)
+                pts = self.grid.shared_face_points(axis, dtype, device)
                 out.append(self.noise.fields(t, pts)[..., axis].reshape(-1, *self.grid.face_shape(axis)))
             return out
 

@@ -280,7 +280,11 @@ def bench_case(
     problem: StiffTestProblem, batch: int, runs: int, loop_samples: int, cvode: bool, progress, large: bool = False
 ) -> dict:
     """One problem at one batch size; ``large``: only :func:`large_batch_setups`, digits measured on
-    ``CHECKED_ROWS`` evenly spaced copies (each against its own Radau reference: the copies are independent)."""
+    ``CHECKED_ROWS`` evenly spaced copies (each against its own reference, :func:`_reference`: the copies are
+    independent). A problem whose digits target is :func:`unmeasurable` gives a case with no setups and the reason."""
+    note = unmeasurable(problem)
+    if note:
+        return {"problem": problem.name, "batch": batch, "setups": {}, "summary": {}, "note": note}
     x0 = _initial_states(problem, batch)
     checked = torch.linspace(0, batch - 1, CHECKED_ROWS).round().long() if large else torch.arange(batch)
     ref = _reference(problem, x0[checked])
@@ -382,6 +386,8 @@ def table(results: dict) -> str:
             )
     lines.append("")
     for case in results["cases"]:
+        if "note" in case:
+            lines.append(f"- {case['problem']}, B = {case['batch']}: not measured: {case['note']}")
         verdicts = (("peer on pysens's torch right-hand side", case["summary"]),)
         if "user_code" in case["summary"]:
             verdicts += (("peer in its users' numpy code", case["summary"]["user_code"]),)

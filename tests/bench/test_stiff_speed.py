@@ -78,3 +78,9 @@ def test_the_numpy_peers_blas_runs_on_one_thread():
         assert limit == 1
         blas = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
         assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+def test_an_unmeasurable_problem_is_a_case_with_its_reason():
+    case = stiff_speed.bench_case(PROBLEMS["e5"], 1, runs=1, loop_samples=1, cvode=False, progress=lambda msg: None)
+    assert case["setups"] == {} and case["note"] == stiff_speed.unmeasurable(PROBLEMS["e5"])
+    assert f"- e5, B = 1: not measured: {case['note']}" in stiff_speed.table({"cases": [case]})

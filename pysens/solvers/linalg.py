@@ -14,8 +14,9 @@ sample b, with ``J_b`` the Jacobian of the (implicit part of the) right-hand sid
   the products) on ``v ↦ v − hγ J v``, batched with per-sample inner products; the directions are kept across the
   solves that share one operator (all stages of a Rosenbrock step), so later stages need few or no new products.
   J v comes from the problem's ``jvp`` hook when it has one, else from :func:`pysens.derivatives.jvp`
-  with ``jvp_engine`` (default ``"fd"``: one right-hand-side call per product with the JFNK step
-  ε_b = √eps (1 + ‖x_b‖)/‖v_b‖ around f(x) computed once per linearisation point, as CVODE and SciML's
+  with ``jvp_engine`` (default ``"fd"`` under a Newton iteration, ``"fd-central"`` for Rosenbrock stages, which
+  use the linear solutions uncorrected: :func:`krylov_jvp`; ``"fd"``: one right-hand-side call per product with
+  the JFNK step ε_b = √eps (1 + ‖x_b‖)/‖v_b‖ around f(x) computed once per linearisation point, as CVODE and SciML's
   Jacobian-free Newton–Krylov do; ``"fd-central"``, ``"forward"`` (``torch.func.jvp``, exact but tens of
   right-hand-side costs on small kinetics systems), ``"double-vjp"``). Optionally right-preconditioned by
   a user ``precond(t, x, hgamma, v) ≈ M⁻¹ v``. No d × d matrix is ever formed. The residual is measured in
@@ -329,20 +330,31 @@ class FieldJVP:
         return self._point(v)
 
 
-def krylov_jvp(problem: ODEProblem, implicit_only: bool, engine: str, work: WorkCounts):
+def krylov_jvp(problem: ODEProblem, implicit_only: bool, engine: str, work: WorkCounts, newton: bool = True):
     """The J v GMRES uses: the problem's own ``jvp`` hook when it has one (and ``engine`` is "auto"), else
-    :class:`FieldJVP` with ``engine`` ("auto" = "fd")."""
+    :class:`FieldJVP` with ``engine``. "auto" is "fd" where a Newton iteration corrects the linear solutions
+    (``newton``: ESDIRK stages, as CVODE and JFNK) and "fd-central" where they are used as they are (Rosenbrock
+    stages): a one-sided difference at the √eps step carries a rounding error of about eps‖J‖‖x‖/ε ≈ √eps‖J‖ in
+    each product, which a stiff J makes large (the stiff linear test, ‖J‖ = 1e6: Rosenbrock23 ended in
+    DtLessThanMin after 48 553 steps, where the central difference's eps^(1/3) step, ~400× smaller rounding, takes
+    668–1402; Rodas5P on HIRES costs ~1.4× the one-sided products' time). SciML's Krylov Rosenbrock methods take
+    exact (dual-number) products for the same reason."""
     if engine not in KRYLOV_JVP_ENGINES:
         raise ValueError(f"jvp_engine must be one of {KRYLOV_JVP_ENGINES}, got {engine!r}")
     hook = getattr(problem, "jvp1", problem.jvp) if implicit_only else problem.jvp
     if engine == "auto" and hook is not None:
         return problem.implicit_jvp if implicit_only else problem.rhs_jvp
     f = getattr(problem, "f1", problem.f) if implicit_only else problem.f
-    return FieldJVP(f, "fd" if engine == "auto" else engine, work)
+    if engine == "auto":
+        engine = "fd" if newton else "fd-central"
+    return FieldJVP(f, engine, work)
 
 
-def make_linear_solver(problem: ODEProblem, work: WorkCounts, norm: ErrorNorm, extra: dict, implicit_only: bool):
-    """The linear solver asked for by ``linsolve`` ("dense", "gmres", or "auto": dense up to d = 64)."""
+def make_linear_solver(
+    problem: ODEProblem, work: WorkCounts, norm: ErrorNorm, extra: dict, implicit_only: bool, newton: bool = True
+):
+    """The linear solver asked for by ``linsolve`` ("dense", "gmres", or "auto": dense up to d = 64); ``newton``:
+    whether a Newton iteration corrects its solutions (the Krylov products' default engine, :func:`krylov_jvp`)."""
     linsolve = extra.get("linsolve", "auto")
     if linsolve not in LINSOLVES:
         raise ValueError(f"linsolve must be one of {LINSOLVES}, got {linsolve!r}")
@@ -355,7 +367,7 @@ def make_linear_solver(problem: ODEProblem, work: WorkCounts, norm: ErrorNorm, e
                 raise ValueError(f"{name} applies to linsolve='gmres' only")
         return DenseSolver(jac, work, norm)
     return KrylovSolver(
-        krylov_jvp(problem, implicit_only, extra.get("jvp_engine", "auto"), work),
+        krylov_jvp(problem, implicit_only, extra.get("jvp_engine", "auto"), work, newton),
         work,
         norm,
         krylov_dim=extra.get("krylov_dim", 30),

@@ -221,7 +221,7 @@ class RosenbrockStepper(Stepper):
         self.error_order = self.order
         self.f = Counter(problem.f, problem.x0.dtype)
         self.work = WorkCounts()
-        self.linear = make_linear_solver(problem, self.work, norm, extra, implicit_only=False)
+        self.linear = make_linear_solver(problem, self.work, norm, extra, implicit_only=False, newton=False)
         self.f0: Tensor | None = None
         dense = isinstance(self.linear, DenseSolver)
         self.graph_jvp = GraphJVP(problem, problem.f, implicit_only=False) if dense else None

@@ -190,3 +190,20 @@ def test_float32_stiff_solve():
     sol = solve(p32, "Rodas5P", rtol=1e-5, atol=1e-6)
     assert sol.x.dtype == torch.float32 and sol.retcode == "Success"
     assert float((sol.final.double() - exact).abs().max()) < 1e-3
+
+
+def test_krylov_products_default_to_central_differences_where_no_newton_corrects_them():
+    from pysens.solvers.driver import WorkCounts
+    from pysens.solvers.linalg import krylov_jvp
+
+    p, _ = stiff_linear()
+    assert krylov_jvp(p, False, "auto", WorkCounts(), newton=False).engine == "fd-central"  # Rosenbrock stages
+    assert krylov_jvp(p, False, "auto", WorkCounts(), newton=True).engine == "fd"  # ESDIRK: Newton corrects them
+    assert krylov_jvp(p, False, "fd", WorkCounts(), newton=False).engine == "fd"  # the user's choice stands
+    # on the stiff linear system (‖J‖ = 1e6) the central products agree with J v to ~eps^(2/3)‖J‖‖v‖
+    A = -torch.func.jacrev(lambda x: p.f(0.0, x))(p.x0[:1])[0, :, 0, :]
+    v = torch.randn(p.x0.shape, generator=torch.Generator().manual_seed(1), dtype=DT)
+    t = torch.zeros(p.x0.shape[0], dtype=DT)
+    Jv = krylov_jvp(p, False, "auto", WorkCounts(), newton=False)(t, p.x0, v)
+    bound = 8 * torch.finfo(DT).eps ** (2 / 3) * torch.linalg.matrix_norm(A, 2) * v.norm(dim=1, keepdim=True)
+    assert ((Jv - (-(v @ A.T))).abs() <= bound).all()

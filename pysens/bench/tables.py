@@ -95,6 +95,12 @@ def _stiff_speed(results: Path) -> str:
     return table(_load(results, "stiff_speed.json")) + "\n"
 
 
+def _stiff_speed_more(results: Path) -> str:
+    from pysens.bench.stiff_speed import table  # the same suite's layout, on its run over the other problems
+
+    return table(_load(results, "stiff_speed_more.json")) + "\n"
+
+
 def _stiff_testset_fine(results: Path) -> str:
     from pysens.bench.stiff_testset import error_per_tolerance_table  # the suite renders its own summary
 
@@ -511,6 +517,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "stiff-testset": _stiff_testset,
     "stiff-testset-fine": _stiff_testset_fine,
     "stiff-speed": _stiff_speed,
+    "stiff-speed-more": _stiff_speed_more,
     "spde": _spde,
     "sensitivity": _sensitivity,
     "siem": _siem,

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pysens.artifacts import atomic_write
@@ -89,16 +90,11 @@ def _stiff(results: Path) -> str:
     return "\n".join(out)
 
 
-def _stiff_speed(results: Path) -> str:
+def _stiff_speed(results: Path, name: str = "stiff_speed.json") -> str:
+    """One stiff-speed run's table (``stiff_speed_more.json``: the same suite over OREGO, VDPOL and POLLU)."""
     from pysens.bench.stiff_speed import table  # the suite renders its own table (one place for its layout)
 
-    return table(_load(results, "stiff_speed.json")) + "\n"
-
-
-def _stiff_speed_more(results: Path) -> str:
-    from pysens.bench.stiff_speed import table  # the same suite's layout, on its run over the other problems
-
-    return table(_load(results, "stiff_speed_more.json")) + "\n"
+    return table(_load(results, name)) + "\n"
 
 
 def _stiff_testset_fine(results: Path) -> str:
@@ -517,7 +513,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "stiff-testset": _stiff_testset,
     "stiff-testset-fine": _stiff_testset_fine,
     "stiff-speed": _stiff_speed,
-    "stiff-speed-more": _stiff_speed_more,
+    "stiff-speed-more": partial(_stiff_speed, name="stiff_speed_more.json"),
     "spde": _spde,
     "sensitivity": _sensitivity,
     "siem": _siem,

@@ -15,7 +15,10 @@ keyed by where it was defined, not by the object (:func:`callable_key`): a closu
 (``divergence(lambda u: score(u, t), x)`` inside a right-hand side) is measured once for its definition site, and the
 cache holds no reference to it (keyed by the object, every call measured every engine again and the cache kept every
 closure, and what it captured, alive). Engines are exact alternatives (equal to round-off), so a stale or shared
-choice costs speed, never accuracy. :func:`clear_engine_cache` forgets every choice; :func:`chosen_engines` shows them.
+choice costs speed, never accuracy; and where one definition site serves callables that not every engine can run (a
+closure over a score with data-dependent Python control flow, which ``torch.func`` cannot transform), a cached choice
+that raises is measured afresh among the engines that can (:func:`run_cached`). :func:`clear_engine_cache` forgets every
+choice; :func:`chosen_engines` shows them.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def measure_engines(
     not support) is dropped for the remaining rounds."""
     best: dict[str, float] = {}
     results: dict[str, Any] = {}
+    errors: dict[str, Exception] = {}
     clock = _clock(x)
     for round_ in range(int(warmup) + ROUNDS):
         for name, run in candidates.items():
@@ -93,13 +97,17 @@ def measure_engines(
             start = clock()
             try:
                 results[name] = run()
-            except (RuntimeError, NotImplementedError):  # an engine the callable does not support
+            except (RuntimeError, NotImplementedError) as err:  # an engine the callable does not support
+                errors.setdefault(name, err)
                 continue
             _sync(x)
             if round_ >= int(warmup):
                 best[name] = min(best.get(name, float("inf")), clock() - start)
     if not results:
-        raise RuntimeError(f"no engine could evaluate this callable (tried {list(candidates)} for {k[0]})")
+        why = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in errors.items())
+        raise RuntimeError(
+            f"no engine could evaluate this callable (tried {list(candidates)} for {k[0]}): {why}"
+        ) from next(iter(errors.values()))
     name = min(results, key=best.__getitem__)
     _CACHE[k] = name
     return name, results[name]
@@ -108,10 +116,24 @@ def measure_engines(
 def measured_choice(kind: str, key: Hashable, x: Tensor, candidates: dict[str, Callable[[], Any]]) -> tuple[str, Any]:
     """``(engine, result)``: the cached engine for this key run once, or (first time) every candidate measured."""
     k = cache_key(kind, key, x)
+    return run_cached(k, x, candidates)
+
+
+def run_cached(
+    k: tuple, x: Tensor, candidates: dict[str, Callable[[], Any]], *, warmup: bool = False, run=None
+) -> tuple[str, Any]:
+    """``(engine, result)``: the engine cached under ``k`` run once, else every candidate measured
+    (:func:`measure_engines`). A cached engine that raises (a choice made for another callable of the same definition
+    site, which this one does not support: ``torch.func`` on data-dependent control flow) is forgotten and the
+    candidates are measured afresh, so the first error is not the caller's unless no engine can run.
+    ``run(name)`` runs a cached name not among ``candidates`` (a parametrised engine such as ``"grad-batched:c"``)."""
     name = _CACHE.get(k)
-    if name in candidates:
-        return name, candidates[name]()
-    return measure_engines(k, x, candidates)
+    if name is not None and (name in candidates or run is not None):
+        try:
+            return name, candidates[name]() if name in candidates else run(name)
+        except (RuntimeError, NotImplementedError):
+            _CACHE.pop(k, None)
+    return measure_engines(k, x, candidates, warmup=warmup)
 
 
 def clear_engine_cache() -> None:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import Tensor
 
-from .autotune import cache_key, cached_engine, inside_transform, measure_engines
+from .autotune import cache_key, inside_transform, run_cached
 from .products import Field, _unit_rows, check_engine, vjp_rows_loop
 
 DIVERGENCE_ENGINES = ("auto", "vjp", "grad-batched", "jvp", "loop", "analytic")
@@ -141,18 +141,16 @@ def divergence(
     # cached apart, so a choice made under no_grad never serves a call that needs a graph)
     evaluation = not torch.is_grad_enabled()
     k = cache_key("divergence" if evaluation else "divergence (graph)", fn if key is None else key, x)
-    name = cached_engine(k)
-    if name is None:
-        candidates = {"vjp": lambda: _divergence_vjp(fn, x, chunk_size)}
-        if evaluation:
-            candidates["grad-batched"] = lambda: _divergence_grad_batched(fn, x, chunk_size)
-            chunk = cache_chunk(x.shape[0], math.prod(x.shape[1:])) if chunk_size is None else None
-            if chunk is not None:
-                candidates[f"grad-batched:{chunk}"] = lambda: _divergence_grad_batched(fn, x, chunk)
-            candidates["loop"] = lambda: _divergence_loop(fn, x)
-        candidates["jvp"] = lambda: _divergence_jvp(fn, x, chunk_size)
-        return measure_engines(k, x, candidates)[1]
-    return _run_engine(name, fn, x, chunk_size)
+    candidates = {"vjp": lambda: _divergence_vjp(fn, x, chunk_size)}
+    if evaluation:
+        candidates["grad-batched"] = lambda: _divergence_grad_batched(fn, x, chunk_size)
+        chunk = cache_chunk(x.shape[0], math.prod(x.shape[1:])) if chunk_size is None else None
+        if chunk is not None:
+            candidates[f"grad-batched:{chunk}"] = lambda: _divergence_grad_batched(fn, x, chunk)
+        candidates["loop"] = lambda: _divergence_loop(fn, x)
+    candidates["jvp"] = lambda: _divergence_jvp(fn, x, chunk_size)
+    # a cached name runs through _run_engine: "grad-batched:c" was sized for the bucket's first batch, not this one
+    return run_cached(k, x, candidates, run=lambda name: _run_engine(name, fn, x, chunk_size))[1]
 
 
 def _run_engine(name: str, fn: Field, x: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:

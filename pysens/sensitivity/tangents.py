@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from pysens.derivatives import jacobian
-from pysens.derivatives.autotune import cache_key, cached_engine, chosen_engines, inside_transform, measure_engines
+from pysens.derivatives.autotune import cache_key, chosen_engines, inside_transform, run_cached
 from pysens.diffusion.processes import Time
 from pysens.validation import check_output
 
@@ -185,10 +185,7 @@ def measured_jets(key: tuple, x: Tensor, candidates: dict[str, Callable[[], Scor
     """The cached engine's jets, or (first call for ``key``) every candidate run once to warm up and then measured
     by :func:`pysens.derivatives.autotune.measure_engines` (best of its timed rounds; on a shared, oversubscribed CPU a
     single round was seen to keep an engine 1.3–1.6× slower for a whole benchmark)."""
-    name = cached_engine(key)
-    if name in candidates:
-        return candidates[name]()
-    return measure_engines(key, x, candidates, warmup=True)[1]
+    return run_cached(key, x, candidates, warmup=True)[1]
 
 
 def chosen_jet_engines() -> dict[tuple, str]:

@@ -28,7 +28,7 @@ from pysens.diffusion.divergence import hutchinson_probes
 from pysens.diffusion.likelihood import log_likelihood
 
 # the package exports a function named like the module
-divergence_module = importlib.import_module("pysens.derivatives.divergence")
+autotune_module = importlib.import_module("pysens.derivatives.autotune")
 HAVE_TORCHDIFFEQ = importlib.util.find_spec("torchdiffeq") is not None
 needs_torchdiffeq = pytest.mark.skipif(
     not HAVE_TORCHDIFFEQ, reason="torchdiffeq not installed (pip install torchdiffeq)"
@@ -104,13 +104,13 @@ def test_matched_rhs_field_uses_pysens_divergence_and_measures_auto_once(mixture
     # score has one, else "auto" measured once per score (not once per call, which made the peers ~100x slower)
     gmm, process, x, _, _ = mixture
     measured = []
-    real = divergence_module.measure_engines
+    real = autotune_module.measure_engines
 
     def counting(*args, **kwargs):
         measured.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(divergence_module, "measure_engines", counting)
+    monkeypatch.setattr(autotune_module, "measure_engines", counting)
     clear_engine_cache()
     times = [torch.tensor(t, dtype=torch.float64) for t in (0.1, 0.4, 0.9)]
     field = augmented_field(gmm, process)
@@ -138,8 +138,8 @@ def test_timed_score_keeps_the_closed_form_divergence(mixture, monkeypatch):
     # the time-share solve must take the sweep's path: the closed form, one timed call per right-hand side
     gmm, process, x, t0, _ = mixture
     measured = []
-    real = divergence_module.measure_engines
-    monkeypatch.setattr(divergence_module, "measure_engines", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
+    real = autotune_module.measure_engines
+    monkeypatch.setattr(autotune_module, "measure_engines", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
     timed = TimedScore(gmm, torch.device("cpu"))
     kwargs = dict(t0=t0, rtol=1e-6, atol=1e-6, terminal_log_density=lambda z: gmm.log_density(z, process.T))
     through = log_likelihood(timed, process, x, **kwargs)

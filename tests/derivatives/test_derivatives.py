@@ -5,6 +5,7 @@ ulp of O(1) arithmetic (1e-12); finite-difference engines to their truncation/ro
 import importlib
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,7 +112,7 @@ def test_auto_measures_a_closure_rebuilt_every_call_once_and_keeps_none_alive(xv
         measured.append(k)
         return real(k, *args, **kwargs)
 
-    monkeypatch.setattr(importlib.import_module("pysens.derivatives.divergence"), "measure_engines", counting)
+    monkeypatch.setattr(autotune, "measure_engines", counting)
     D.clear_engine_cache()
     alive = []
     for scale in (1.0, 2.0, 3.0):
@@ -139,6 +140,45 @@ def test_auto_measures_a_closure_rebuilt_every_call_once_and_keeps_none_alive(xv
     a, b = Model(), Model()
     assert key(a.score) == key(a.score) != key(b.score)
     assert key(functools.partial(f)) == key(f) and key(a) == ("object", id(a)) != key(b)
+
+
+def test_a_cached_choice_the_next_callable_cannot_run_is_measured_afresh(xv):
+    # one definition site, two scores: the choice made for the first (here a functorch engine) must not fail the
+    # second, which reads its input through numpy (torch.func's wrapped tensors have no storage to read); the
+    # plain-autograd engines can run it
+    autotune = importlib.import_module("pysens.derivatives.autotune")
+    f, jac = _field()
+    x, _ = xv
+    exact = jac(x).diagonal(dim1=1, dim2=2).sum(-1)
+
+    def branchy(u):
+        return f(u) if np.isfinite(u.detach().numpy()).all() else torch.full_like(u, math.nan)
+
+    def div_of(score):
+        with torch.no_grad():
+            return D.divergence(lambda u: score(u), x)[1]
+
+    D.clear_engine_cache()
+    assert (div_of(f) - exact).abs().max() < 1e-12
+    (k,) = D.chosen_engines()
+    for functorch_choice in ("vjp", "jvp"):
+        autotune._CACHE[k] = functorch_choice  # what a measurement may pick for f, by timing alone
+        assert (div_of(branchy) - exact).abs().max() < 1e-12
+        assert D.chosen_engines()[k] in ("grad-batched", "loop")
+    assert (div_of(f) - exact).abs().max() < 1e-12  # and the new choice still serves the first score
+
+
+def test_auto_with_no_engine_that_can_run_names_the_callables_own_error(xv):
+    # a bug in the user's field must reach the user as its own error, not as "no engine could evaluate" alone
+    x, _ = xv
+    wrong = torch.ones(d + 1, d + 1, dtype=x.dtype)
+
+    D.clear_engine_cache()
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(RuntimeError, match="no engine could evaluate") as info:
+            D.divergence(lambda u: u @ wrong, x.clone().requires_grad_(grad))
+        assert "vjp: RuntimeError: " in str(info.value) and "cannot be multiplied" in str(info.value)
+        assert isinstance(info.value.__cause__, RuntimeError)
 
 
 def test_bad_engine_names_are_refused(xv):

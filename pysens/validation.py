@@ -210,6 +210,7 @@ class FirstCallCheck:
         broadcastable: bool = False,
     ) -> None:
         self.fn, self.name, self.signature, self.expect = fn, name, signature, expect
+        self.__wrapped__ = fn  # what engine="auto" keys its measured choices by (the user's callable, not this check)
         self.broadcastable = broadcastable
         self.checked = False
 

@@ -43,11 +43,15 @@ def batch_bucket(n: int) -> int:
 def callable_key(fn: Callable) -> Hashable:
     """What ``"auto"`` caches a callable's choice under: a function, lambda or closure by its code object (every closure
     made at one definition site shares it), a bound method by its function's code and its instance's id, a
-    :class:`functools.partial` as its function, any other callable (an ``nn.Module``, an object with ``__call__``) by
-    its id. Never the object itself, so the cache keeps nothing alive; an id reused after garbage collection can only
-    hand a new callable an old speed choice."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
+    :class:`functools.partial` as its function, a wrapper that names what it wraps (``__wrapped__``, as
+    :func:`functools.wraps` and pysens's own output checks set it) as that callable, any other callable (an
+    ``nn.Module``, an object with ``__call__``) by its id. Never the object itself, so the cache keeps nothing alive;
+    an id reused after garbage collection can only hand a new callable an old speed choice."""
+    for _ in range(64):  # bounded: a proxy object may answer every attribute
+        inner = fn.func if isinstance(fn, functools.partial) else getattr(fn, "__wrapped__", None)
+        if inner is None or inner is fn:
+            break
+        fn = inner
     owner = getattr(fn, "__self__", None)
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
     if code is None:

@@ -109,11 +109,11 @@ def _block_jacobian(f: RHS, t: Tensor, x: Tensor) -> Tensor:
 
     Batch independence makes d(Σ_b f_b)/dx_b the b-th diagonal block: one reverse pass per output
     component, vmapped, whatever B is; or one reverse pass over d stacked copies of the rows
-    (:func:`pysens.derivatives.row_jacobian` picks by measuring once).
+    (:func:`pysens.derivatives.row_jacobian` picks by measuring once per definition site of the user's ``f``).
     """
     from pysens.derivatives import row_jacobian  # the engine (vmapped VJPs or replicated rows) is measured once
 
-    return row_jacobian(f, t, x, key=("rhs", id(f)))
+    return row_jacobian(f, t, x)  # keyed by where the user's f was defined: measured once, not once per solve
 
 
 def _sum_of(f1: RHS, f2: RHS) -> RHS:

@@ -141,6 +141,33 @@ def test_auto_measures_a_closure_rebuilt_every_call_once_and_keeps_none_alive(xv
     assert key(a.score) == key(a.score) != key(b.score)
     assert key(functools.partial(f)) == key(f) and key(a) == ("object", id(a)) != key(b)
 
+    @functools.wraps(f)
+    def wrapped(u):
+        return f(u)
+
+    from pysens.validation import checked_rhs
+
+    assert key(wrapped) == key(f) and key(checked_rhs(a.score)) == key(a.score)
+
+
+def test_solves_of_one_problem_measure_its_jacobian_engine_once(monkeypatch):
+    # the solver's Jacobians are keyed by the user's right-hand side, not by the per-solve wrapper that checks its
+    # output: a second solve (a tolerance sweep) runs the cached engine instead of measuring both again
+    import pysens
+
+    autotune = importlib.import_module("pysens.derivatives.autotune")
+    measured = []
+    real = autotune.measure_engines
+    monkeypatch.setattr(autotune, "measure_engines", lambda k, *a, **kw: measured.append(k) or real(k, *a, **kw))
+    A = torch.tensor([[-1.0, 0.5], [0.0, -1e3]], dtype=torch.float64)
+    problem = pysens.ODEProblem(lambda t, x: x @ A.T, torch.ones(3, 2, dtype=torch.float64), (0.0, 1.0))
+    D.clear_engine_cache()
+    for rtol in (1e-4, 1e-6):
+        sol = pysens.solve(problem, "Rodas5P", rtol=rtol, atol=rtol)
+        exact = torch.ones(3, 2, dtype=torch.float64) @ torch.linalg.matrix_exp(A).T
+        assert sol.success and torch.allclose(sol.final, exact, rtol=30 * rtol, atol=30 * rtol)
+    assert [k[0] for k in measured] == ["row_jacobian"] and len(D.chosen_engines()) == 1
+
 
 def test_a_cached_choice_the_next_callable_cannot_run_is_measured_afresh(xv):
     # one definition site, two scores: the choice made for the first (here a functorch engine) must not fail the

@@ -24,6 +24,7 @@ from pysens.bench.matched_error import (
     sweep,
 )
 from pysens.bench.peers import BENCH_EXTRA, available_peers
+from pysens.derivatives.autotune import callable_key
 from pysens.diffusion import VP, GaussianMixtureScore
 from pysens.diffusion.divergence import exact_divergence, hutchinson_divergence, hutchinson_probes
 from pysens.diffusion.likelihood import log_likelihood
@@ -58,7 +59,7 @@ def augmented_field(score, process: ForwardProcess, probes: Tensor | None = None
     own closed form when it has one (``score.score_and_divergence``), otherwise the ``"auto"`` engine cached under the
     score object (keyed on the per-call closure it would measure every engine at every right-hand-side call)."""
     analytic = getattr(score, "score_and_divergence", None)
-    engine_key = ("score", id(score))
+    engine_key = ("score", callable_key(score))
 
     def field_(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         def s(u: Tensor) -> Tensor:

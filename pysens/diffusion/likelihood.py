@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from pysens.derivatives import DIVERGENCE_ENGINES
+from pysens.derivatives.autotune import callable_key
 from pysens.diffusion.divergence import exact_divergence, hutchinson_divergence, hutchinson_probes
 from pysens.diffusion.processes import ForwardProcess, expand_as_batch, resolve_process
 from pysens.diffusion.sampling import ScoreModel, check_cutoff, check_score_model
@@ -96,9 +97,10 @@ def log_likelihood(
             checked_log_density(terminal_log_density, "terminal_log_density")(x)
     n_probes = check_int(n_probes, "n_probes")
     chunk_size = None if chunk_size is None else check_int(chunk_size, "chunk_size")
-    # "auto" caches its engine per user score: keyed on the caller's object, not on this solve's checking wrapper
-    # (a new wrapper every call would re-measure every engine at every batch size in every solve)
-    engine_key = ("score", id(score))
+    # "auto" caches its engine per user score: keyed on the caller's callable (a model by its id, a closure by its
+    # definition site, a bound method by its function and instance), not on this solve's checking wrapper (a new
+    # wrapper every call would re-measure every engine at every batch size in every solve)
+    engine_key = ("score", callable_key(score))
     # the closed form is looked up on the caller's object: the checking wrapper below does not forward attributes
     analytic = getattr(score, "score_and_divergence", None) if divergence_engine in ("auto", "analytic") else None
     score = checked_score(score)

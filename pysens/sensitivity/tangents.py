@@ -146,8 +146,9 @@ def score_jets(
     candidates = {"forward": forward, "reverse": reverse}
     if not torch.is_grad_enabled():  # its results carry no graph: only where none is recorded (as solves run)
         candidates["autograd"] = plain_autograd
-    # keyed by id, not by the model itself: the cache must not keep models alive (a reused id only costs speed)
-    key = cache_key(f"score_jets:P={P}:K={K}:{'+'.join(candidates)}", id(score), x)
+    # keyed by callable_key (a model by its id, a closure by its definition site, a bound method by its function and
+    # instance), never the model itself: the cache must not keep models alive (a reused id only costs speed)
+    key = cache_key(f"score_jets:P={P}:K={K}:{'+'.join(candidates)}", score, x)
     return measured_jets(key, x, candidates)
 
 
@@ -190,7 +191,7 @@ def measured_jets(key: tuple, x: Tensor, candidates: dict[str, Callable[[], Scor
 
 def chosen_jet_engines() -> dict[tuple, str]:
     """A copy of the choices of ``engine="auto"``:
-    ``{(kind, id(score), batch bucket, event shape, device, dtype): engine}``."""
+    ``{(kind, callable_key(score), batch bucket, event shape, device, dtype): engine}``."""
     return {k: v for k, v in chosen_engines().items() if k[0].startswith("score_jets:")}
 
 

@@ -115,3 +115,33 @@ def test_likelihood_bad_inputs():
         log_likelihood(model, process, x * math.inf)
     with pytest.raises(TypeError, match="x.*float32"):
         log_likelihood(model, process, x.float())
+
+
+def test_a_score_closure_rebuilt_per_call_measures_its_divergence_engine_once(monkeypatch):
+    # log_likelihood(lambda x, t: model(x, t), ...) in a loop: "auto" is cached by the closure's definition site, so
+    # the second call runs the cached engine (keyed by id, every new closure measured every engine again)
+    import importlib
+
+    autotune = importlib.import_module("pysens.derivatives.autotune")
+    measured = []
+    real = autotune.measure_engines
+    monkeypatch.setattr(autotune, "measure_engines", lambda k, *a, **kw: measured.append(k) or real(k, *a, **kw))
+    process = PROCESSES["VP"]
+    model = mixture(3, process)
+    x = model.sample_data(4, generator=torch.Generator().manual_seed(2))
+    exact = model.log_density(x, 1e-3)
+    autotune.clear_engine_cache()
+    counts = []
+    for _ in range(2):
+        res = log_likelihood(
+            lambda u, t: model(u, t),  # a plain callable: no closed-form divergence to use
+            process,
+            x,
+            t0=1e-3,
+            rtol=1e-8,
+            atol=1e-8,
+            terminal_log_density=lambda z: model.log_density(z, process.T),
+        )
+        assert res.retcode == "Success" and float((res.log_density - exact).abs().max()) < 1e-5
+        counts.append(len(measured))
+    assert counts[0] >= 1 and counts[1] == counts[0]  # (one measurement per batch bucket the solve compacts to)

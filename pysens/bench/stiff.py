@@ -85,10 +85,12 @@ def heat(N: int, c: float = 0.5, T: float = 0.05):
     return p, exact
 
 
-def setups(krylov: bool, cvode_linsolve: str = "dense") -> list[Setup]:
+def setups(krylov: bool, cvode_linsolve: str = "dense", single: bool = False) -> list[Setup]:
     """The compared setups. Unpreconditioned GMRES only where the per-sample systems are small (``krylov``): on
     the 1e6-spread linear system and the heat equation it needs hundreds of iterations per solve, which is a
-    preconditioning question (``precond=``), not a solver comparison."""
+    preconditioning question (``precond=``), not a solver comparison. ``single`` (one sample, B = 1) adds QNDF with
+    ``batch="coupled"``: there the same algorithm as the per-sample layout in leaner arithmetic (one step size for
+    the batch, which on a batch of Van der Pol copies whose transients differ costs far more steps)."""
     ok = {name: status[0] for name, status in backend_status().items()}
     out = [
         Setup("torch Rodas5P dense", "Rodas5P", options={"linsolve": "dense"}),
@@ -101,6 +103,8 @@ def setups(krylov: bool, cvode_linsolve: str = "dense") -> list[Setup]:
         Setup("scipy BDF", "BDF", "scipy"),
         Setup("scipy LSODA", "LSODA", "scipy"),
     ]
+    if single:
+        out.insert(6, Setup("torch QNDF coupled", "QNDF", options={"batch": "coupled"}))
     if "scipy" in METHODS["CVODE_BDF"].backends and ok.get("scipy"):
         out.append(Setup(f"sksundae CVODE_BDF {cvode_linsolve}", "CVODE_BDF", "scipy", {"linsolve": cvode_linsolve}))
     if krylov:
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None, progress: Callable[[str], None] | None =
         """The dense-Jacobian setups against an exact solution, plus one Tsit5 point."""
         wp = work_precision(
             problem,
-            setups(krylov=False),
+            setups(krylov=False, single=problem.x0.shape[0] == 1),
             abstols,
             reltols,
             reference=exact,

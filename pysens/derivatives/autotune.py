@@ -16,9 +16,9 @@ keyed by where it was defined, not by the object (:func:`callable_key`): a closu
 cache holds no reference to it (keyed by the object, every call measured every engine again and the cache kept every
 closure, and what it captured, alive). Engines are exact alternatives (equal to round-off), so a stale or shared
 choice costs speed, never accuracy; and where one definition site serves callables that not every engine can run (a
-closure over a score with data-dependent Python control flow, which ``torch.func`` cannot transform), a cached choice
-that raises is measured afresh among the engines that can (:func:`run_cached`). :func:`clear_engine_cache` forgets every
-choice; :func:`chosen_engines` shows them.
+closure over a score that reads its input through numpy, which ``torch.func``'s wrapped tensors cannot do), a cached
+choice that raises is measured afresh among the engines that can (:func:`run_cached`). :func:`clear_engine_cache`
+forgets every choice; :func:`chosen_engines` shows them.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def run_cached(
 ) -> tuple[str, Any]:
     """``(engine, result)``: the engine cached under ``k`` run once, else every candidate measured
     (:func:`measure_engines`). A cached engine that raises (a choice made for another callable of the same definition
-    site, which this one does not support: ``torch.func`` on data-dependent control flow) is forgotten and the
+    site, which this one does not support: ``torch.func`` on a score that calls ``.numpy()``) is forgotten and the
     candidates are measured afresh, so the first error is not the caller's unless no engine can run.
     ``run(name)`` runs a cached name not among ``candidates`` (a parametrised engine such as ``"grad-batched:c"``)."""
     name = _CACHE.get(k)

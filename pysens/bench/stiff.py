@@ -99,12 +99,11 @@ def setups(krylov: bool, cvode_linsolve: str = "dense", single: bool = False) ->
         Setup("torch TRBDF2 dense", "TRBDF2", options={"linsolve": "dense"}),
         Setup("torch Rosenbrock23", "Rosenbrock23", options={"linsolve": "dense"}),
         Setup("torch QNDF", "QNDF"),
+        *([Setup("torch QNDF coupled", "QNDF", options={"batch": "coupled"})] if single else []),
         Setup("scipy Radau", "RadauIIA5", "scipy"),
         Setup("scipy BDF", "BDF", "scipy"),
         Setup("scipy LSODA", "LSODA", "scipy"),
     ]
-    if single:
-        out.insert(6, Setup("torch QNDF coupled", "QNDF", options={"batch": "coupled"}))
     if "scipy" in METHODS["CVODE_BDF"].backends and ok.get("scipy"):
         out.append(Setup(f"sksundae CVODE_BDF {cvode_linsolve}", "CVODE_BDF", "scipy", {"linsolve": cvode_linsolve}))
     if krylov:

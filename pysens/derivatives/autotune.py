@@ -4,9 +4,9 @@ Like cuDNN's benchmark mode: the first call with a new key runs every candidate 
 interleaved (the first round also warms up; each candidate's time is its least, so a load burst on a shared
 machine during one run does not decide), keeps the fastest, and returns that engine's result from the measuring run, so
 nothing is computed only to be thrown away. Later calls with the same key look the engine up and run it once
-(a dictionary lookup: no candidates are built). On a CPU with one intra-op thread the clock is this thread's
-CPU time (all of the call's work runs on it, and other processes' load does not count); otherwise wall time,
-after synchronising the device.
+(a dictionary lookup; the candidates' closures are built, none is run). On a CPU with one intra-op thread the clock
+is this thread's CPU time (all of the call's work runs on it, and other processes' load does not count); otherwise
+wall time, after synchronising the device.
 
 The key is ``(key, batch bucket, event shape, device, dtype)``; the batch bucket is the batch size rounded up
 to a power of two, so a solver that compacts its batch (fewer rows every step) does not re-measure at every
@@ -78,11 +78,6 @@ def _clock(x: Tensor) -> Callable[[], float]:
     return time.perf_counter
 
 
-def cached_engine(k: tuple) -> str | None:
-    """The engine measured for cache key ``k`` (:func:`cache_key`), or None before the first measurement."""
-    return _CACHE.get(k)
-
-
 def measure_engines(
     k: tuple, x: Tensor, candidates: dict[str, Callable[[], Any]], *, warmup: bool = False
 ) -> tuple[str, Any]:
@@ -124,7 +119,12 @@ def measured_choice(kind: str, key: Hashable, x: Tensor, candidates: dict[str, C
 
 
 def run_cached(
-    k: tuple, x: Tensor, candidates: dict[str, Callable[[], Any]], *, warmup: bool = False, run=None
+    k: tuple,
+    x: Tensor,
+    candidates: dict[str, Callable[[], Any]],
+    *,
+    warmup: bool = False,
+    run: Callable[[str], Any] | None = None,
 ) -> tuple[str, Any]:
     """``(engine, result)``: the engine cached under ``k`` run once, else every candidate measured
     (:func:`measure_engines`). A cached engine that raises (a choice made for another callable of the same definition
